@@ -47,6 +47,8 @@ class AbiStruct(ctypes.Structure):
 
     _spec_: ClassVar[tuple[FieldSpec, ...]] = ()
     c_name: ClassVar[str | None] = None
+    c_fields: ClassVar[dict[str, str | None]] = {}
+    """C member paths that differ from the field name ("" anonymous, None: no C counterpart)."""
 
     @classmethod
     def field_since(cls, name: str) -> KernelVersion:
@@ -58,22 +60,38 @@ class AbiStruct(ctypes.Structure):
 
     @classmethod
     def size_for(cls, version: KernelVersion) -> int:
-        """The struct's size as `version` knew it: the end of its last field by then."""
-        end = 0
-        for name, _, added in cls._spec_:
-            if since(added) <= version:
-                end = max(end, getattr(cls, name).offset + getattr(cls, name).size)
-        return end
+        """The end of the last field that `version` knew (offsetofend, as bpf's CHECK_ATTR)."""
+        return known_end(cls, version)
+
+    @classmethod
+    def sizeof_for(cls, version: KernelVersion) -> int:
+        """sizeof() of the struct in `version`: size_for rounded up to the struct's alignment."""
+        align = ctypes.alignment(cls)
+        return -(-cls.size_for(version) // align) * align
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name, _, _ in self._spec_)
         return f"{type(self).__name__}({shown})"
 
 
+def known_end(cls: type[AbiStruct] | type[AbiUnion], version: KernelVersion) -> int:
+    """The end of the last field of `cls` that `version` knew, nested structs and unions
+    counted by their own known fields."""
+    end = 0
+    for name, ctype, added in cls._spec_:
+        if since(added) > version:
+            continue
+        field = getattr(cls, name)
+        nested = isinstance(ctype, type) and issubclass(ctype, AbiStruct | AbiUnion)
+        end = max(end, field.offset + (known_end(ctype, version) if nested else field.size))
+    return end
+
+
 class AbiUnion(ctypes.Union):
     """A kernel union (members as in AbiStruct)."""
 
     _spec_: ClassVar[tuple[FieldSpec, ...]] = ()
+    c_fields: ClassVar[dict[str, str | None]] = {}
 
 
 class VersionedEnum(enum.IntEnum):
@@ -195,6 +213,7 @@ class BpfInsn(AbiStruct):
     """struct bpf_insn: 8 bytes; dst_reg and src_reg share one byte (dst low nibble)."""
 
     c_name = "struct bpf_insn"
+    c_fields = {"regs": None}
     _spec_ = (
         ("code", u8, "3.18"),
         ("regs", u8, "3.18"),
@@ -657,6 +676,10 @@ class BpfFunc(VersionedEnum):
     def c_prefix(cls) -> str:
         return "BPF_FUNC_"
 
+    @property
+    def c_name(self) -> str:
+        return f"BPF_FUNC_{(self.name or '').lower()}"
+
 
 class VersionedFlag(enum.IntFlag):
     """An IntFlag whose members carry the kernel version that added them (as VersionedEnum)."""
@@ -777,8 +800,11 @@ BPF_RB_PROD_POS: Final = _const("BPF_RB_PROD_POS", 3, "5.8")
 # header test reaches by the first field (the C union has no named per-command members).
 # ---------------------------------------------------------------------------------------------
 class BpfAttr(AbiStruct):
-    """One command's view of `union bpf_attr`. `commands` lists the commands using it."""
+    """One command's view of `union bpf_attr`. `commands` lists the commands using it;
+    `c_member` names its member of the C union ("" for an anonymous one)."""
 
+    c_name = "union bpf_attr"
+    c_member: ClassVar[str] = ""
     commands: ClassVar[tuple[BpfCmd, ...]] = ()
 
 
@@ -825,6 +851,7 @@ class MapElemAttr(BpfAttr):
 
 
 class MapBatchAttr(BpfAttr):
+    c_member = "batch"
     commands = (
         BpfCmd.MAP_LOOKUP_BATCH,
         BpfCmd.MAP_LOOKUP_AND_DELETE_BATCH,
@@ -909,6 +936,7 @@ class TestRunAttr(BpfAttr):
 
     __test__ = False  # not a pytest class
 
+    c_member = "test"
     commands = (BpfCmd.PROG_TEST_RUN,)
     _spec_ = (
         ("prog_fd", u32, "4.12"),
@@ -952,6 +980,7 @@ class GetIdAttr(BpfAttr):
 
 
 class InfoByFdAttr(BpfAttr):
+    c_member = "info"
     commands = (BpfCmd.OBJ_GET_INFO_BY_FD,)
     _spec_ = (
         ("bpf_fd", u32, "4.13"),
@@ -962,6 +991,7 @@ class InfoByFdAttr(BpfAttr):
 
 
 class ProgQueryAttr(BpfAttr):
+    c_member = "query"
     commands = (BpfCmd.PROG_QUERY,)
     _spec_ = (
         ("target_fd", u32, "4.15"),
@@ -977,6 +1007,7 @@ class ProgQueryAttr(BpfAttr):
 
 
 class RawTracepointOpenAttr(BpfAttr):
+    c_member = "raw_tracepoint"
     commands = (BpfCmd.RAW_TRACEPOINT_OPEN,)
     _spec_ = (
         ("name", u64, "4.17"),
@@ -1042,6 +1073,8 @@ class IterLinkOpts(AbiStruct):
 class LinkCreateTarget(AbiUnion):
     """The per-attach-type union at the end of link_create."""
 
+    c_fields = {"iter": ""}
+
     _spec_ = (
         ("target_btf_id", u32, "5.10"),
         ("iter", IterLinkOpts, "5.9"),
@@ -1055,7 +1088,9 @@ class LinkCreateTarget(AbiUnion):
 class LinkCreateAttr(BpfAttr):
     """BPF_LINK_CREATE: `prog_fd` is also map_fd, `target_fd` also target_ifindex."""
 
+    c_member = "link_create"
     commands = (BpfCmd.LINK_CREATE,)
+    c_fields = {"target": ""}
     _anonymous_ = ("target",)
     _spec_ = (
         ("prog_fd", u32, "5.7"),
@@ -1068,6 +1103,7 @@ class LinkCreateAttr(BpfAttr):
 
 
 class LinkUpdateAttr(BpfAttr):
+    c_member = "link_update"
     commands = (BpfCmd.LINK_UPDATE,)
     _spec_ = (
         ("link_fd", u32, "5.7"),
@@ -1079,18 +1115,21 @@ class LinkUpdateAttr(BpfAttr):
 
 
 class LinkDetachAttr(BpfAttr):
+    c_member = "link_detach"
     commands = (BpfCmd.LINK_DETACH,)
     _spec_ = (("link_fd", u32, "5.9"),)
     _fields_ = fields(_spec_)
 
 
 class EnableStatsAttr(BpfAttr):
+    c_member = "enable_stats"
     commands = (BpfCmd.ENABLE_STATS,)
     _spec_ = (("type", u32, "5.8"),)
     _fields_ = fields(_spec_)
 
 
 class IterCreateAttr(BpfAttr):
+    c_member = "iter_create"
     commands = (BpfCmd.ITER_CREATE,)
     _spec_ = (
         ("link_fd", u32, "5.8"),
@@ -1100,6 +1139,7 @@ class IterCreateAttr(BpfAttr):
 
 
 class ProgBindMapAttr(BpfAttr):
+    c_member = "prog_bind_map"
     commands = (BpfCmd.PROG_BIND_MAP,)
     _spec_ = (
         ("prog_fd", u32, "5.10"),
@@ -1143,6 +1183,7 @@ class BpfProgInfo(AbiStruct):
     """struct bpf_prog_info; `flags` bit 0 is gpl_compatible (a 1-bit field in C)."""
 
     c_name = "struct bpf_prog_info"
+    c_fields = {"flags": None}
     _spec_ = (
         ("type", u32, "4.13"),
         ("id", u32, "4.13"),
@@ -1279,6 +1320,7 @@ class BpfLinkInfo(AbiStruct):
     """struct bpf_link_info (the members bpfsys reads)."""
 
     c_name = "struct bpf_link_info"
+    c_fields = {"u": ""}
     _anonymous_ = ("u",)
     _spec_ = (
         ("type", u32, "5.8"),
@@ -1452,6 +1494,7 @@ class PerfEventAttr(AbiStruct):
     """struct perf_event_attr. Sizes by version: PERF_ATTR_SIZE_VER0..VER8 below."""
 
     c_name = "struct perf_event_attr"
+    c_fields = {"flags": None}
     _spec_ = (
         ("type", u32, "2.6"),
         ("size", u32, "2.6"),
@@ -1502,7 +1545,7 @@ PERF_FLAG_FD_NO_GROUP: Final = _const("PERF_FLAG_FD_NO_GROUP", 1 << 0, "2.6")
 PERF_FLAG_FD_OUTPUT: Final = _const("PERF_FLAG_FD_OUTPUT", 1 << 1, "2.6")
 PERF_FLAG_PID_CGROUP: Final = _const("PERF_FLAG_PID_CGROUP", 1 << 2, "2.6")
 PERF_FLAG_FD_CLOEXEC: Final = _const("PERF_FLAG_FD_CLOEXEC", 1 << 3, "3.14")
-PERF_EVENT_IOC_FLAG_GROUP: Final = _const("PERF_EVENT_IOC_FLAG_GROUP", 1 << 0, "2.6")
+PERF_IOC_FLAG_GROUP: Final = _const("PERF_IOC_FLAG_GROUP", 1 << 0, "2.6")
 
 
 class PerfEventMmapPage(AbiStruct):
