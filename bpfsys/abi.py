@@ -274,6 +274,7 @@ class BpfCmd(VersionedEnum):
     LINK_DETACH = 34, "5.9"
     PROG_BIND_MAP = 35, "5.10"
     TOKEN_CREATE = 36, "6.9"
+    PROG_STREAM_READ_BY_FD = 37, "6.17"
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -412,6 +413,20 @@ class AttachType(VersionedEnum):
     PERF_EVENT = 41, "5.15"
     TRACE_KPROBE_MULTI = 42, "5.18"
     LSM_CGROUP = 43, "6.0"
+    STRUCT_OPS = 44, "6.4"
+    NETFILTER = 45, "6.4"
+    TCX_INGRESS = 46, "6.6"
+    TCX_EGRESS = 47, "6.6"
+    TRACE_UPROBE_MULTI = 48, "6.6"
+    CGROUP_UNIX_CONNECT = 49, "6.7"
+    CGROUP_UNIX_SENDMSG = 50, "6.7"
+    CGROUP_UNIX_RECVMSG = 51, "6.7"
+    CGROUP_UNIX_GETPEERNAME = 52, "6.7"
+    CGROUP_UNIX_GETSOCKNAME = 53, "6.7"
+    NETKIT_PRIMARY = 54, "6.7"
+    NETKIT_PEER = 55, "6.7"
+    TRACE_KPROBE_SESSION = 56, "6.10"
+    TRACE_UPROBE_SESSION = 57, "6.13"
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -430,7 +445,12 @@ class LinkType(VersionedEnum):
     XDP = 6, "5.9"
     PERF_EVENT = 7, "5.15"
     KPROBE_MULTI = 8, "5.18"
-    STRUCT_OPS = 9, "6.0"
+    STRUCT_OPS = 9, "5.19"
+    NETFILTER = 10, "6.4"
+    TCX = 11, "6.6"
+    UPROBE_MULTI = 12, "6.6"
+    NETKIT = 13, "6.7"
+    SOCKMAP = 14, "6.10"
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -448,7 +468,17 @@ class StatsType(VersionedEnum):
 
 
 # The highest helper id of each release that added helpers (ids are assigned in order).
-HELPER_LAST_ID: Final[tuple[tuple[str, int], ...]] = (("3.19", 3),)
+# Release tags from isovalent/ebpf-docs data/feature-versions.yaml (bcc's table is off for
+# several 5.3-5.8 helpers); 4.7 added none.
+HELPER_LAST_ID: Final[tuple[tuple[str, int], ...]] = (
+    ("3.19", 3), ("4.1", 11), ("4.2", 16), ("4.3", 22), ("4.4", 25), ("4.5", 26), ("4.6", 30),
+    ("4.8", 36), ("4.9", 41), ("4.10", 44), ("4.11", 45), ("4.12", 47), ("4.13", 50),
+    ("4.14", 53), ("4.15", 57), ("4.16", 59), ("4.17", 64), ("4.18", 80), ("4.19", 83),
+    ("4.20", 90), ("5.0", 92), ("5.1", 98), ("5.2", 108), ("5.3", 109), ("5.4", 110),
+    ("5.5", 115), ("5.6", 118), ("5.7", 124), ("5.8", 135), ("5.9", 141), ("5.10", 155),
+    ("5.11", 162), ("5.12", 163), ("5.13", 165), ("5.14", 168), ("5.15", 175), ("5.16", 179),
+    ("5.17", 185), ("5.18", 193), ("5.19", 203), ("6.0", 207), ("6.1", 209), ("6.2", 211),
+)  # fmt: skip
 
 
 def _helper_since(helper_id: int) -> str:
@@ -671,6 +701,8 @@ class BpfFunc(VersionedEnum):
     TCP_RAW_CHECK_SYNCOOKIE_IPV6 = 207, _helper_since(207)
     KTIME_GET_TAI_NS = 208, _helper_since(208)
     USER_RINGBUF_DRAIN = 209, _helper_since(209)
+    CGRP_STORAGE_GET = 210, _helper_since(210)
+    CGRP_STORAGE_DELETE = 211, _helper_since(211)
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -806,6 +838,22 @@ class BpfAttr(AbiStruct):
     c_name = "union bpf_attr"
     c_member: ClassVar[str] = ""
     commands: ClassVar[tuple[BpfCmd, ...]] = ()
+    last_fields: ClassVar[dict[BpfCmd, tuple[tuple[str, str], ...]]] = {}
+    """Per command whose `BPF_<CMD>_LAST_FIELD` is not simply the newest field: its history as
+    ((field, since), ...); bytes after it must be zero (CHECK_ATTR)."""
+
+    @classmethod
+    def end_for(cls, cmd: BpfCmd, version: KernelVersion) -> int:
+        """Where `cmd`'s fields end in `version` (offsetofend of its LAST_FIELD)."""
+        history = cls.last_fields.get(cmd)
+        if history is None:
+            return cls.size_for(version)
+        end = 0
+        for name, added in history:
+            if since(added) <= version:
+                field = getattr(cls, name)
+                end = field.offset + field.size
+        return end
 
 
 class MapCreateAttr(BpfAttr):
@@ -825,6 +873,10 @@ class MapCreateAttr(BpfAttr):
         ("btf_value_type_id", u32, "4.18"),
         ("btf_vmlinux_value_type_id", u32, "5.6"),
         ("map_extra", u64, "5.16"),
+        ("value_type_btf_obj_fd", s32, "6.9"),
+        ("map_token_fd", s32, "6.9"),
+        ("excl_prog_hash", u64, "6.18"),
+        ("excl_prog_hash_size", u32, "6.18"),
     )
     _fields_ = fields(_spec_)
 
@@ -840,6 +892,12 @@ class MapElemAttr(BpfAttr):
         BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM,
         BpfCmd.MAP_FREEZE,
     )
+    last_fields = {
+        BpfCmd.MAP_GET_NEXT_KEY: (("value", "3.18"),),
+        BpfCmd.MAP_DELETE_ELEM: (("key", "3.18"),),
+        BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM: (("value", "4.20"), ("flags", "5.14")),
+        BpfCmd.MAP_FREEZE: (("map_fd", "5.2"),),
+    }
     _spec_ = (
         ("map_fd", u32, "3.18"),
         ("_pad0", u32, "3.18"),
@@ -900,6 +958,11 @@ class ProgLoadAttr(BpfAttr):
         ("core_relos", u64, "5.17"),
         ("core_relo_rec_size", u32, "5.17"),
         ("log_true_size", u32, "6.4"),
+        ("prog_token_fd", s32, "6.9"),
+        ("fd_array_cnt", u32, "6.14"),
+        ("signature", u64, "6.18"),
+        ("signature_size", u32, "6.18"),
+        ("keyring_id", s32, "6.18"),
     )
     _fields_ = fields(_spec_)
 
@@ -927,6 +990,8 @@ class ProgAttachAttr(BpfAttr):
         ("attach_type", u32, "4.10"),
         ("attach_flags", u32, "4.10"),
         ("replace_bpf_fd", u32, "5.6"),
+        ("relative_fd", u32, "6.6"),  # union with relative_id
+        ("expected_revision", u64, "6.6"),
     )
     _fields_ = fields(_spec_)
 
@@ -971,6 +1036,15 @@ class GetIdAttr(BpfAttr):
         BpfCmd.LINK_GET_FD_BY_ID,
         BpfCmd.BTF_GET_FD_BY_ID,
     )
+    last_fields = {
+        BpfCmd.PROG_GET_NEXT_ID: (("next_id", "4.13"),),
+        BpfCmd.MAP_GET_NEXT_ID: (("next_id", "4.13"),),
+        BpfCmd.LINK_GET_NEXT_ID: (("next_id", "5.8"),),
+        BpfCmd.BTF_GET_NEXT_ID: (("next_id", "5.4"),),
+        BpfCmd.PROG_GET_FD_BY_ID: (("start_id", "4.13"),),
+        BpfCmd.LINK_GET_FD_BY_ID: (("start_id", "5.8"),),
+        BpfCmd.BTF_GET_FD_BY_ID: (("start_id", "4.18"),),
+    }
     _spec_ = (
         ("start_id", u32, "4.13"),
         ("next_id", u32, "4.13"),
@@ -1002,6 +1076,9 @@ class ProgQueryAttr(BpfAttr):
         ("prog_cnt", u32, "4.15"),
         ("_pad0", u32, "4.15"),
         ("prog_attach_flags", u64, "6.0"),
+        ("link_ids", u64, "6.6"),
+        ("link_attach_flags", u64, "6.6"),
+        ("revision", u64, "6.6"),
     )
     _fields_ = fields(_spec_)
 
@@ -1012,6 +1089,8 @@ class RawTracepointOpenAttr(BpfAttr):
     _spec_ = (
         ("name", u64, "4.17"),
         ("prog_fd", u32, "4.17"),
+        ("_pad0", u32, "4.17"),
+        ("cookie", u64, "6.10"),
     )
     _fields_ = fields(_spec_)
 
@@ -1025,6 +1104,8 @@ class BtfLoadAttr(BpfAttr):
         ("btf_log_size", u32, "4.18"),
         ("btf_log_level", u32, "4.18"),
         ("btf_log_true_size", u32, "6.4"),
+        ("btf_flags", u32, "6.9"),
+        ("btf_token_fd", s32, "6.9"),
     )
     _fields_ = fields(_spec_)
 
@@ -1070,6 +1151,32 @@ class IterLinkOpts(AbiStruct):
     _fields_ = fields(_spec_)
 
 
+class RevisionLinkOpts(AbiStruct):
+    """link_create.tcx / netkit / cgroup (multi-program attachment with revisions)."""
+
+    _spec_ = (
+        ("relative_fd", u32, "6.6"),
+        ("_pad0", u32, "6.6"),
+        ("expected_revision", u64, "6.6"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class UprobeMultiLinkOpts(AbiStruct):
+    """link_create.uprobe_multi."""
+
+    _spec_ = (
+        ("path", u64, "6.6"),
+        ("offsets", u64, "6.6"),
+        ("ref_ctr_offsets", u64, "6.6"),
+        ("cookies", u64, "6.6"),
+        ("cnt", u32, "6.6"),
+        ("flags", u32, "6.6"),
+        ("pid", u32, "6.6"),
+    )
+    _fields_ = fields(_spec_)
+
+
 class LinkCreateTarget(AbiUnion):
     """The per-attach-type union at the end of link_create."""
 
@@ -1081,6 +1188,8 @@ class LinkCreateTarget(AbiUnion):
         ("perf_event", PerfEventLinkOpts, "5.15"),
         ("kprobe_multi", KprobeMultiLinkOpts, "5.18"),
         ("tracing", TracingLinkOpts, "5.19"),
+        ("tcx", RevisionLinkOpts, "6.6"),
+        ("uprobe_multi", UprobeMultiLinkOpts, "6.6"),
     )
     _fields_ = fields(_spec_)
 

@@ -36,3 +36,8 @@ class KernelVersion:
 def since(text: str) -> KernelVersion:
     """Shorthand used by the ABI annotations: `since("5.7")`."""
     return KernelVersion.parse(text)
+
+
+def to_version(value: str | KernelVersion) -> KernelVersion:
+    """`value` itself when it is a KernelVersion, else parsed (an attrs converter)."""
+    return value if isinstance(value, KernelVersion) else KernelVersion.parse(value)

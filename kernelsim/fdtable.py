@@ -1,0 +1,76 @@
+"""The simulated process's fds for kernel objects.
+
+Theory of operation
+-------------------
+Each simulated fd is a real eventfd of this process, so its number is unique among the
+process's fds, it shows in /proc/self/fd, and `select`/`selectors`/asyncio can wait on it. The
+eventfd carries readiness: `set_ready(obj)` makes every fd of `obj` readable, `clear_ready(obj)`
+drains them. Installing an fd hands it one reference of the object; closing the fd drops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from typing import TypeVar
+
+from kernelsim.errors import fail
+from kernelsim.objects import KernelObject
+
+_Obj = TypeVar("_Obj", bound=KernelObject)
+
+
+class FdTable:
+    """fd number -> kernel object, over real eventfds."""
+
+    def __init__(self) -> None:
+        self._files: dict[int, KernelObject] = {}
+
+    def install(self, obj: KernelObject) -> int:
+        """A new fd for `obj`, taking over one reference the caller holds."""
+        fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._files[fd] = obj
+        return fd
+
+    def install_new_ref(self, obj: KernelObject) -> int:
+        """A new fd for `obj` with a reference of its own (GET_FD_BY_ID, OBJ_GET)."""
+        obj.hold()
+        return self.install(obj)
+
+    def get(self, fd: int, cls: type[_Obj], wrong_type: int = errno.EINVAL) -> _Obj:
+        """The object behind `fd`: EBADF for no such fd, `wrong_type` for another kind."""
+        obj = self._files.get(fd)
+        if obj is None:
+            fail(errno.EBADF, f"fd {fd} is not an open simulated fd")
+        if not isinstance(obj, cls):
+            fail(wrong_type, f"fd {fd} is a {type(obj).__name__}, not a {cls.__name__}")
+        return obj
+
+    def lookup(self, fd: int) -> KernelObject | None:
+        return self._files.get(fd)
+
+    def close(self, fd: int) -> None:
+        """close(2): EBADF for an unknown fd; drops the fd's reference."""
+        obj = self._files.pop(fd, None)
+        if obj is None:
+            fail(errno.EBADF, f"fd {fd} is not an open simulated fd")
+        os.close(fd)
+        obj.put()
+
+    def fds_of(self, obj: KernelObject) -> list[int]:
+        return [fd for fd, o in self._files.items() if o is obj]
+
+    def set_ready(self, obj: KernelObject) -> None:
+        """Make every fd of `obj` readable for select/poll."""
+        for fd in self.fds_of(obj):
+            os.eventfd_write(fd, 1)
+
+    def clear_ready(self, obj: KernelObject) -> None:
+        """Make every fd of `obj` not readable."""
+        for fd in self.fds_of(obj):
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(fd)
+
+    def open_fds(self) -> list[int]:
+        return sorted(self._files)

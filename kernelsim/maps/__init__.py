@@ -1,0 +1,1 @@
+"""bpf maps: one module per map family; `base.BpfMap` is what every family implements."""

@@ -1,0 +1,1 @@
+"""bpf programs: the loader check ("verifier"), the program object, the interpreter, helpers."""
