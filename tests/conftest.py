@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -16,8 +16,11 @@ import pytest
 
 from bpfsys.abi import BpfCmd, MapCreateAttr, MapType
 from bpfsys.backend import Backend, LiveBackend, use_backend
+from kernelsim.backend import SimBackend
+from kernelsim.kernel import Kernel, KernelConfig
 
-BACKENDS = ["live"]
+BACKENDS = os.environ.get("KERNELSIM_TEST_BACKENDS", "live").split(",")
+"""The backends behaviour tests run on: the simulated kernel and the live one."""
 CONFORMANCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 
 
@@ -45,6 +48,8 @@ def make_backend(name: str) -> Backend:
         if reason is not None:
             pytest.skip(reason)
         return LiveBackend()
+    if name == "sim":
+        return SimBackend(Kernel(KernelConfig()))
     raise ValueError(f"unknown backend {name!r}")
 
 
@@ -54,6 +59,8 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     b = make_backend(str(request.param))
     with use_backend(b):
         yield b
+    if isinstance(b, SimBackend):
+        b.kernel.close_all()
 
 
 @pytest.fixture
@@ -62,6 +69,21 @@ def live() -> Iterator[Backend]:
     b = make_backend("live")
     with use_backend(b):
         yield b
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., SimBackend]]:
+    """Make simulated backends with a KernelConfig(**kwargs); closes their fds afterwards."""
+    made: list[SimBackend] = []
+
+    def make(**config: object) -> SimBackend:
+        backend = SimBackend(Kernel(KernelConfig(**config)))  # type: ignore[arg-type]
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.kernel.close_all()
 
 
 def open_fd_count() -> int:
