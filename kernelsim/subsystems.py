@@ -1,33 +1,35 @@
 """The subsystems of the simulated kernel, started with every new `Kernel`.
 
-Each subsystem keeps its state in one class made as `State(kernel)` through
-`kernel.subsystem(State)`; starting it registers its files (sysfs, tracefs, procfs). Modules
-that define bpf() commands are imported here so that their handlers are registered.
+Each module of SUBSYSTEM_MODULES is imported once (its `@bpf_command` handlers register
+themselves) and, when it defines `boot(kernel)`, that runs on every new kernel to set up the
+subsystem's state (`kernel.subsystem(State)`) and files (sysfs, tracefs, procfs).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from kernelsim.kernel import Kernel
 
-COMMAND_MODULES: Final[tuple[str, ...]] = ()
-"""Modules whose import registers bpf() command handlers (kernelsim.dispatch.bpf_command)."""
-
-STARTED_AT_BOOT: Final[tuple[str, ...]] = ()
-"""'module:Class' of the subsystem states made when a kernel starts."""
-
-
-def _load(spec: str) -> Any:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+SUBSYSTEM_MODULES: Final[tuple[str, ...]] = (
+    "kernelsim.maps.commands",
+    "kernelsim.prog.commands",
+    "kernelsim.prog.test_run",
+    "kernelsim.ids",
+    "kernelsim.bpffs",
+    "kernelsim.link",
+    "kernelsim.stats",
+    "kernelsim.tracefs",
+    "kernelsim.perf.pmu",
+)
 
 
 def start(kernel: Kernel) -> None:
-    """Register every command handler and start every boot-time subsystem on `kernel`."""
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
-    for spec in STARTED_AT_BOOT:
-        kernel.subsystem(_load(spec))
+    """Register every command handler and boot every subsystem on `kernel`."""
+    for name in SUBSYSTEM_MODULES:
+        boot: Callable[[Kernel], None] | None = getattr(importlib.import_module(name), "boot", None)
+        if boot is not None:
+            boot(kernel)

@@ -1,0 +1,1 @@
+"""bpffs mounts and OBJ_PIN / OBJ_GET."""

@@ -1,0 +1,1 @@
+"""bpf() commands on maps: MAP_CREATE, the element commands, batches, FREEZE."""

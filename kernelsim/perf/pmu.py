@@ -1,0 +1,1 @@
+"""The PMUs of the simulated kernel (software, tracepoint, kprobe, uprobe) and their sysfs files."""

@@ -1,0 +1,1 @@
+"""bpf() PROG_LOAD: the loader check and the program object."""

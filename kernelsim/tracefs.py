@@ -1,0 +1,1 @@
+"""tracefs: tracepoint ids and formats, kprobe_events/uprobe_events, trace_pipe."""
