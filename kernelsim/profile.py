@@ -17,7 +17,10 @@ from bpfsys.abi import (
     ATTR_OF_COMMAND,
     BpfAttr,
     BpfCmd,
+    MapFlag,
+    MapType,
     PerfEventAttr,
+    ProgType,
     VersionedEnum,
     VersionedFlag,
 )
@@ -36,6 +39,23 @@ BEHAVIOURS: Final[dict[str, str]] = {
 }
 
 
+FEATURES: Final[dict[str, VersionedEnum | VersionedFlag | str]] = {
+    "bpf links (BPF_LINK_CREATE)": BpfCmd.LINK_CREATE,
+    "batch map operations": BpfCmd.MAP_LOOKUP_BATCH,
+    "BPF_ENABLE_STATS": BpfCmd.ENABLE_STATS,
+    "BPF_MAP_TYPE_RINGBUF": MapType.RINGBUF,
+    "CAP_BPF / CAP_PERFMON": "cap_bpf",
+    "mmapable arrays (BPF_F_MMAPABLE)": MapFlag.MMAPABLE,
+    "hash map LOOKUP_AND_DELETE": "hash_lookup_and_delete",
+    "BPF_PROG_TYPE_SYSCALL": ProgType.SYSCALL,
+    "perf_event links": "perf_link",
+    "bpf cookie": "bpf_cookie",
+    "BPF_MAP_TYPE_BLOOM_FILTER": MapType.BLOOM_FILTER,
+    "log_true_size": "log_true_size",
+}
+"""Features users probe for, by name: an ABI item (its `since`) or a BEHAVIOURS key."""
+
+
 @attrs.frozen
 class Profile:
     """What kernel `version` had."""
@@ -49,6 +69,15 @@ class Profile:
     def has_behaviour(self, name: str) -> bool:
         """Whether the kernel had the behaviour `name` of BEHAVIOURS."""
         return since(BEHAVIOURS[name]) <= self.version
+
+    def has_feature(self, name: str) -> bool:
+        """Whether the kernel had FEATURES[name]."""
+        item = FEATURES[name]
+        return self.has_behaviour(item) if isinstance(item, str) else self.has(item)
+
+    def lacks(self) -> list[str]:
+        """The FEATURES this kernel did not have yet."""
+        return [name for name in FEATURES if not self.has_feature(name)]
 
     def known_flags(self, flag_type: type[VersionedFlag]) -> int:
         """The bits of `flag_type` that this kernel knew."""
