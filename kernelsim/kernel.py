@@ -18,6 +18,7 @@ import errno
 import functools
 import mmap
 import random
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -107,19 +108,19 @@ class Kernel:
         }
         self.stats_enabled = 0
         """Open ENABLE_STATS fds: run_time_ns and run_cnt are counted while it is positive."""
-        self._subsystems: dict[type[Any], Any] = {}
+        self._subsystems: dict[Callable[[Kernel], Any], Any] = {}
         self._add_base_files()
         from kernelsim.subsystems import start
 
         start(self)
 
-    def subsystem(self, state_type: type[_State]) -> _State:
-        """The kernel's one instance of a subsystem's state, made on first use as
-        `state_type(kernel)`."""
-        found = self._subsystems.get(state_type)
+    def subsystem(self, state_type: Callable[[Kernel], _State]) -> _State:
+        """The kernel's one instance of a subsystem's state (a class taking the kernel), made
+        on first use."""
+        found: _State | None = self._subsystems.get(state_type)
         if found is None:
             found = self._subsystems[state_type] = state_type(self)
-        return found  # type: ignore[no-any-return]
+        return found
 
     # -- capabilities -------------------------------------------------------------------------
     def capable_sys_admin(self) -> bool:
