@@ -1395,19 +1395,75 @@ class XdpLinkInfo(AbiStruct):
     _fields_ = fields(_spec_)
 
 
-class PerfEventLinkInfo(AbiStruct):
-    """link_info.perf_event (since 6.6): `type` is enum bpf_perf_event_type; the rest is read
-    as the tracepoint variant (name pointer, name length, cookie)."""
+class UprobeLinkInfo(AbiStruct):
+    """link_info.perf_event.uprobe."""
 
     _spec_ = (
-        ("type", u32, "6.6"),
-        ("_pad0", u32, "6.6"),
-        ("name", u64, "6.6"),
+        ("file_name", u64, "6.6"),
+        ("name_len", u32, "6.6"),
+        ("offset", u32, "6.6"),
+        ("cookie", u64, "6.9"),
+        ("ref_ctr_offset", u64, "6.15"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class KprobeLinkInfo(AbiStruct):
+    """link_info.perf_event.kprobe."""
+
+    _spec_ = (
+        ("func_name", u64, "6.6"),
         ("name_len", u32, "6.6"),
         ("offset", u32, "6.6"),
         ("addr", u64, "6.6"),
-        ("missed", u64, "6.6"),
+        ("missed", u64, "6.7"),
         ("cookie", u64, "6.9"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class TracepointLinkInfo(AbiStruct):
+    """link_info.perf_event.tracepoint."""
+
+    _spec_ = (
+        ("tp_name", u64, "6.6"),
+        ("name_len", u32, "6.6"),
+        ("_pad0", u32, "6.6"),
+        ("cookie", u64, "6.9"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class EventLinkInfo(AbiStruct):
+    """link_info.perf_event.event (software and hardware events)."""
+
+    _spec_ = (
+        ("config", u64, "6.6"),
+        ("type", u32, "6.6"),
+        ("_pad0", u32, "6.6"),
+        ("cookie", u64, "6.9"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class PerfEventLinkVariants(AbiUnion):
+    _spec_ = (
+        ("uprobe", UprobeLinkInfo, "6.6"),
+        ("kprobe", KprobeLinkInfo, "6.6"),
+        ("tracepoint", TracepointLinkInfo, "6.6"),
+        ("event", EventLinkInfo, "6.6"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class PerfEventLinkInfo(AbiStruct):
+    """link_info.perf_event (since 6.6): `type` (enum bpf_perf_event_type) picks the variant."""
+
+    _anonymous_ = ("u",)
+    _spec_ = (
+        ("type", u32, "6.6"),
+        ("_pad0", u32, "6.6"),
+        ("u", PerfEventLinkVariants, "6.6"),
     )
     _fields_ = fields(_spec_)
 

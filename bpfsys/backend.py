@@ -199,6 +199,43 @@ class LiveBackend:
         return poll_readable(fds, timeout_ms)
 
 
+class DelegatingBackend:
+    """A backend that forwards every call to `inner`: the base of wrappers (recording, fault
+    injection, tracing), which override only the calls they watch."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+
+    def bpf(self, cmd: int, attr: WritableBuffer, size: int) -> int:
+        return self.inner.bpf(cmd, attr, size)
+
+    def perf_event_open(
+        self, attr: WritableBuffer, pid: int, cpu: int, group_fd: int, flags: int
+    ) -> int:
+        return self.inner.perf_event_open(attr, pid, cpu, group_fd, flags)
+
+    def ioctl(self, fd: int, request: int, arg: int) -> int:
+        return self.inner.ioctl(fd, request, arg)
+
+    def mmap(self, fd: int, length: int, prot: int, flags: int, offset: int) -> Mapping:
+        return self.inner.mmap(fd, length, prot, flags, offset)
+
+    def munmap(self, mapping: Mapping) -> None:
+        self.inner.munmap(mapping)
+
+    def close(self, fd: int) -> None:
+        self.inner.close(fd)
+
+    def read_file(self, path: str) -> bytes:
+        return self.inner.read_file(path)
+
+    def write_file(self, path: str, data: bytes) -> None:
+        self.inner.write_file(path, data)
+
+    def poll(self, fds: Sequence[int], timeout_ms: int) -> list[int]:
+        return self.inner.poll(fds, timeout_ms)
+
+
 _current: ContextVar[Backend | None] = ContextVar("bpfsys_backend", default=None)
 _default_live: LiveBackend | None = None
 

@@ -11,7 +11,6 @@ import errno
 import mmap
 import os
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from bpfsys.abi import (
     SampleType,
     u8,
 )
-from bpfsys.backend import Backend, LiveBackend, Mapping, WritableBuffer
+from bpfsys.backend import Backend, DelegatingBackend, LiveBackend, Mapping, WritableBuffer
 from bpfsys.fd import OwnedFd
 from bpfsys.perf_event import (
     PMU_ROOT,
@@ -175,11 +174,11 @@ def read_count(fd: OwnedFd) -> int:
     return int.from_bytes(os.read(fd.fileno(), 8), "little")
 
 
-class Delegating:
+class Delegating(DelegatingBackend):
     """A backend that forwards everything and records the names of the calls made."""
 
     def __init__(self, inner: Backend) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls: list[str] = []
         self.opened: list[tuple[PerfEventAttr, int, int, int, int]] = []
         """(attr as passed, pid, cpu, group_fd, flags) of each perf_event_open."""
@@ -213,12 +212,6 @@ class Delegating:
         self.calls.append("mmap")
         return self.inner.mmap(fd, length, prot, flags, offset)
 
-    def munmap(self, mapping: Mapping) -> None:
-        self.inner.munmap(mapping)
-
-    def close(self, fd: int) -> None:
-        self.inner.close(fd)
-
     def read_file(self, path: str) -> bytes:
         self.calls.append("read_file")
         return self.inner.read_file(path)
@@ -226,9 +219,6 @@ class Delegating:
     def write_file(self, path: str, data: bytes) -> None:
         self.calls.append("write_file")
         self.inner.write_file(path, data)
-
-    def poll(self, fds: Sequence[int], timeout_ms: int) -> list[int]:
-        return self.inner.poll(fds, timeout_ms)
 
 
 class MovedTracefs(Delegating):
