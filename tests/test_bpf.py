@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import open_fd_count
+from spies import RecordingBackend
 
 from bpfsys import bpf
 from bpfsys.abi import (
@@ -40,7 +42,7 @@ from bpfsys.abi import (
     UpdateFlag,
 )
 from bpfsys.asm import Insn, assemble_text
-from bpfsys.backend import Backend, DelegatingBackend, WritableBuffer
+from bpfsys.backend import Backend
 from bpfsys.fd import OwnedFd
 from bpfsys.kversion import KernelVersion
 from bpfsys.syscall import PerfEventOpen, SyscallError, syscall
@@ -54,27 +56,6 @@ def u32(i: int) -> bytes:
 
 def prog(text: str) -> list[Insn]:
     return assemble_text(text)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-class RecordingBackend(DelegatingBackend):
-    """Delegates to `inner`, records every bpf() command, and fails the commands in `fail`
-    with the errno given (a fault injector for probes and error paths)."""
-
-    def __init__(self, inner: Backend, fail: dict[int, int] | None = None) -> None:
-        super().__init__(inner)
-        self.fail = dict(fail or {})
-        self.calls: list[int] = []
-
-    def bpf(self, cmd: int, attr: WritableBuffer, size: int) -> int:
-        self.calls.append(int(cmd))
-        if int(cmd) in self.fail:
-            err = self.fail[int(cmd)]
-            raise OSError(err, os.strerror(err))
-        return self.inner.bpf(cmd, attr, size)
 
 
 @pytest.fixture
@@ -1130,9 +1111,9 @@ def test_error_paths_leak_no_fd(
     backend: Backend, no_fd_leak: None, stack: contextlib.ExitStack, name: str
 ) -> None:
     err, action = _failing(backend, stack)[name]
-    before = open_fds()
+    before = open_fd_count()
     expect_errno(err, action)
-    assert open_fds() == before
+    assert open_fd_count() == before
 
 
 def test_failing_table_is_complete(backend: Backend, stack: contextlib.ExitStack) -> None:

@@ -6,7 +6,8 @@ import errno
 from typing import Any
 
 import pytest
-from test_bpf import RecordingBackend, open_fds
+from conftest import open_fd_count
+from spies import RecordingBackend
 
 from bpfsys import features
 from bpfsys.abi import BpfCmd
@@ -42,10 +43,10 @@ def test_every_feature_has_a_probe_and_a_version() -> None:
 @pytest.mark.parametrize("feature", list(Feature), ids=[f.value for f in Feature])
 def test_probe_matches_kernel_version(backend: Backend, no_fd_leak: None, feature: Feature) -> None:
     expected = kernel_version(backend) >= KernelVersion.parse(SINCE[feature])
-    before = open_fds()
+    before = open_fd_count()
     assert features.probe(feature) is expected
     assert features.probe(feature.value, backend=backend) is expected  # str names work too
-    assert open_fds() == before
+    assert open_fd_count() == before
 
 
 def test_probe_all(backend: Backend, no_fd_leak: None) -> None:
@@ -107,11 +108,11 @@ def test_unexpected_errors_raise_and_are_not_cached(
     backend: Backend, no_fd_leak: None, err: int
 ) -> None:
     flaky = RecordingBackend(backend, fail={BpfCmd.LINK_CREATE: err})
-    before = open_fds()
+    before = open_fd_count()
     with pytest.raises(SyscallError) as info:
         features.probe(Feature.PERF_LINK, backend=flaky)
     assert info.value.errno == err
-    assert open_fds() == before  # the probe's program was closed on the way out
+    assert open_fd_count() == before  # the probe's program was closed on the way out
     flaky.fail.clear()
     assert features.probe(Feature.PERF_LINK, backend=flaky) is (
         kernel_version(backend) >= KernelVersion(5, 15)
