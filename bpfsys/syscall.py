@@ -76,6 +76,14 @@ class PerfEventIoctl:
 Syscall: TypeAlias = Ebpf | PerfEventOpen | PerfEventIoctl
 
 
+def _detail(exc: OSError) -> str | None:
+    """What a backend said beyond the plain strerror (the simulator names the failed check)."""
+    plain = os.strerror(exc.errno or 0)
+    text = exc.strerror or ""
+    extra = text.removeprefix(plain).strip(" :")
+    return extra or None
+
+
 def syscall(call: Syscall, backend: Backend | None = None) -> int:
     """Issue `call` on `backend` (default: the current one); raise SyscallError on failure."""
     b = current_backend() if backend is None else backend
@@ -90,7 +98,7 @@ def syscall(call: Syscall, backend: Backend | None = None) -> int:
     except SyscallError:
         raise
     except OSError as exc:
-        raise SyscallError(call.name, exc.errno or 0) from None
+        raise SyscallError(call.name, exc.errno or 0, _detail(exc)) from None
 
 
 def mmap(
@@ -101,7 +109,7 @@ def mmap(
     try:
         return b.mmap(fd, length, prot, flags, offset)
     except OSError as exc:
-        raise SyscallError("mmap", exc.errno or 0) from None
+        raise SyscallError("mmap", exc.errno or 0, _detail(exc)) from None
 
 
 def munmap(mapping: Mapping, backend: Backend | None = None) -> None:
@@ -110,4 +118,4 @@ def munmap(mapping: Mapping, backend: Backend | None = None) -> None:
     try:
         b.munmap(mapping)
     except OSError as exc:
-        raise SyscallError("munmap", exc.errno or 0) from None
+        raise SyscallError("munmap", exc.errno or 0, _detail(exc)) from None
