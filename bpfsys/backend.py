@@ -237,18 +237,48 @@ class DelegatingBackend:
 
 
 _current: ContextVar[Backend | None] = ContextVar("bpfsys_backend", default=None)
-_default_live: LiveBackend | None = None
+
+
+_default: Backend | None = None
+
+BACKEND_ENV = "BPFSYS_BACKEND"
+"""Names the default backend: `live` (the default) or `sim` with options, as
+`sim:kernel=5.4,cpus=4` (see `backend_from_spec`)."""
+
+
+def backend_from_spec(spec: str) -> Backend:
+    """A backend from its text form: `live`, or `sim[:key=value,...]` where the keys are
+    KernelConfig fields (`kernel` is short for `version`). ValueError for anything else."""
+    kind, _, options = spec.strip().partition(":")
+    if kind == "live" and not options:
+        return LiveBackend()
+    if kind == "sim":
+        from kernelsim import Kernel, KernelConfig, SimBackend
+
+        config: dict[str, Any] = {}
+        for item in filter(None, options.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"{BACKEND_ENV}: option {item!r} is not key=value")
+            key = "version" if key == "kernel" else key
+            config[key] = int(value) if value.lstrip("-").isdigit() and key != "version" else value
+        try:
+            return SimBackend(Kernel(KernelConfig(**config)))
+        except TypeError as exc:
+            raise ValueError(f"{BACKEND_ENV}: {exc}") from None
+    raise ValueError(f"{BACKEND_ENV}: unknown backend {spec!r} (expected live or sim[:options])")
 
 
 def current_backend() -> Backend:
-    """The backend in force: the one set by `use_backend`, else a shared `LiveBackend`."""
-    global _default_live
+    """The backend in force: the one set by `use_backend`, else the default one, made once
+    from $BPFSYS_BACKEND (a `LiveBackend` when it is unset)."""
+    global _default
     backend = _current.get()
     if backend is not None:
         return backend
-    if _default_live is None:
-        _default_live = LiveBackend()
-    return _default_live
+    if _default is None:
+        _default = backend_from_spec(os.environ.get(BACKEND_ENV, "live"))
+    return _default
 
 
 @contextmanager

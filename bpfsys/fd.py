@@ -65,10 +65,12 @@ class OwnedFd:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
-            with contextlib.suppress(OSError):
-                self.close()
+        if getattr(self, "_fd", None) is None:
+            return
+        text = f"unclosed {self!r}"
+        with contextlib.suppress(OSError):
+            self.close()
+        warnings.warn(text, ResourceWarning, stacklevel=2)
 
     def __repr__(self) -> str:
         state = "closed" if self._fd is None else f"fd={self._fd}"
