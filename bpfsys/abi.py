@@ -749,6 +749,7 @@ class MapFlag(VersionedFlag):
     MMAPABLE = 1 << 10, "5.5"
     PRESERVE_ELEMS = 1 << 11, "5.10"
     INNER_MAP = 1 << 12, "5.10"
+    TOKEN_FD = 1 << 16, "6.9"
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -781,6 +782,9 @@ class ProgFlag(VersionedFlag):
     TEST_STATE_FREQ = 1 << 3, "5.10"
     SLEEPABLE = 1 << 4, "5.10"
     XDP_HAS_FRAGS = 1 << 5, "5.18"
+    XDP_DEV_BOUND_ONLY = 1 << 6, "6.3"
+    TEST_REG_INVARIANTS = 1 << 7, "6.7"
+    TOKEN_FD = 1 << 16, "6.9"
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -793,6 +797,11 @@ class AttachFlag(VersionedFlag):
     ALLOW_OVERRIDE = 1 << 0, "4.10"
     ALLOW_MULTI = 1 << 1, "4.15"
     REPLACE = 1 << 2, "5.6"
+    BEFORE = 1 << 3, "6.6"
+    AFTER = 1 << 4, "6.6"
+    ID = 1 << 5, "6.6"
+    PREORDER = 1 << 6, "6.15"
+    LINK = 1 << 13, "6.6"
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -806,6 +815,7 @@ class TestRunFlag(VersionedFlag):
 
     RUN_ON_CPU = 1 << 0, "5.10"
     XDP_LIVE_FRAMES = 1 << 1, "5.18"
+    SKB_CHECKSUM_COMPLETE = 1 << 2, "6.11"
 
     @classmethod
     def c_prefix(cls) -> str:
@@ -813,6 +823,8 @@ class TestRunFlag(VersionedFlag):
 
 
 BPF_F_QUERY_EFFECTIVE: Final = _const("BPF_F_QUERY_EFFECTIVE", 1 << 0, "4.15")
+BPF_F_PATH_FD: Final = _const("BPF_F_PATH_FD", 1 << 14, "6.5")
+"""file_flags of OBJ_PIN / OBJ_GET: `path_fd` is the directory a relative pathname starts at."""
 BPF_F_CURRENT_CPU: Final = _const("BPF_F_CURRENT_CPU", 0xFFFFFFFF, "4.4")
 BPF_F_INDEX_MASK: Final = _const("BPF_F_INDEX_MASK", 0xFFFFFFFF, "4.4")
 BPF_F_CTXLEN_MASK: Final = _const("BPF_F_CTXLEN_MASK", 0xFFFFF << 32, "4.14")
@@ -1362,12 +1374,19 @@ class BpfMapInfo(AbiStruct):
         ("btf_value_type_id", u32, "4.18"),
         ("_pad0", u32, "4.18"),
         ("map_extra", u64, "5.16"),
+        ("hash", u64, "6.18"),
+        ("hash_size", u32, "6.18"),
     )
     _fields_ = fields(_spec_)
 
 
 class RawTracepointLinkInfo(AbiStruct):
-    _spec_ = (("tp_name", u64, "5.8"), ("tp_name_len", u32, "5.8"))
+    _spec_ = (
+        ("tp_name", u64, "5.8"),
+        ("tp_name_len", u32, "5.8"),
+        ("_pad0", u32, "6.10"),
+        ("cookie", u64, "6.10"),
+    )
     _fields_ = fields(_spec_)
 
 
@@ -1456,14 +1475,79 @@ class PerfEventLinkVariants(AbiUnion):
     _fields_ = fields(_spec_)
 
 
-class PerfEventLinkInfo(AbiStruct):
-    """link_info.perf_event (since 6.6): `type` (enum bpf_perf_event_type) picks the variant."""
+class PerfEventProbeLinkInfo(AbiStruct):
+    """link_info.perf_event.kprobe: a kprobe/kretprobe event (uprobes: PerfEventUprobeLinkInfo)."""
 
-    _anonymous_ = ("u",)
+    _spec_ = (
+        ("func_name", u64, "6.6"),
+        ("name_len", u32, "6.6"),
+        ("offset", u32, "6.6"),
+        ("addr", u64, "6.6"),
+        ("missed", u64, "6.7"),
+        ("cookie", u64, "6.9"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class PerfEventUprobeLinkInfo(AbiStruct):
+    """link_info.perf_event.uprobe."""
+
+    _spec_ = (
+        ("file_name", u64, "6.6"),
+        ("name_len", u32, "6.6"),
+        ("offset", u32, "6.6"),
+        ("cookie", u64, "6.9"),
+        ("ref_ctr_offset", u64, "6.13"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class PerfEventTracepointLinkInfo(AbiStruct):
+    """link_info.perf_event.tracepoint."""
+
+    _spec_ = (
+        ("tp_name", u64, "6.6"),
+        ("name_len", u32, "6.6"),
+        ("_pad0", u32, "6.6"),
+        ("cookie", u64, "6.9"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class PerfEventEventLinkInfo(AbiStruct):
+    """link_info.perf_event.event: any other perf event (software, hardware, ...)."""
+
+    _spec_ = (
+        ("config", u64, "6.6"),
+        ("type", u32, "6.6"),
+        ("_pad0", u32, "6.6"),
+        ("cookie", u64, "6.9"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class PerfEventLinkVariant(AbiUnion):
+    """The union in link_info.perf_event, chosen by its `type` (enum bpf_perf_event_type)."""
+
+    _spec_ = (
+        ("uprobe", PerfEventUprobeLinkInfo, "6.6"),
+        ("kprobe", PerfEventProbeLinkInfo, "6.6"),
+        ("tracepoint", PerfEventTracepointLinkInfo, "6.6"),
+        ("event", PerfEventEventLinkInfo, "6.6"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class PerfEventLinkInfo(AbiStruct):
+    """link_info.perf_event (since 6.6): `type` is enum bpf_perf_event_type and selects the
+    member of the anonymous union."""
+
+    c_fields = {"variant": ""}
+    _anonymous_ = ("variant",)
     _spec_ = (
         ("type", u32, "6.6"),
         ("_pad0", u32, "6.6"),
-        ("u", PerfEventLinkVariants, "6.6"),
+        ("variant", PerfEventLinkVariant, "6.6"),
     )
     _fields_ = fields(_spec_)
 
@@ -1493,6 +1577,21 @@ class BpfLinkInfo(AbiStruct):
         ("prog_id", u32, "5.8"),
         ("_pad0", u32, "5.8"),
         ("u", LinkInfoUnion, "5.8"),
+    )
+    _fields_ = fields(_spec_)
+
+
+class BpfBtfInfo(AbiStruct):
+    """struct bpf_btf_info."""
+
+    c_name = "struct bpf_btf_info"
+    _spec_ = (
+        ("btf", u64, "4.18"),
+        ("btf_size", u32, "4.18"),
+        ("id", u32, "4.18"),
+        ("name", u64, "5.11"),
+        ("name_len", u32, "5.11"),
+        ("kernel_btf", u32, "5.11"),
     )
     _fields_ = fields(_spec_)
 

@@ -8,6 +8,8 @@ failure is an `OSError` with the kernel's errno, as from the live kernel.
 from __future__ import annotations
 
 import errno
+import mmap
+import os
 from collections.abc import Sequence
 
 from bpfsys.backend import Mapping, WritableBuffer, poll_readable
@@ -42,6 +44,11 @@ class SimBackend:
         obj = self.kernel.fds.lookup(fd)
         if obj is None:
             fail(errno.EBADF, f"fd {fd} is not an open simulated fd")
+        mode = self.kernel.fds.mode(fd)
+        if mode == os.O_WRONLY or (
+            mode == os.O_RDONLY and flags & mmap.MAP_SHARED and prot & mmap.PROT_WRITE
+        ):
+            fail(errno.EACCES, f"fd {fd} was not opened for this mapping's access")
         return obj.mmap(length, prot, flags, offset)
 
     def munmap(self, mapping: Mapping) -> None:
@@ -60,7 +67,11 @@ class SimBackend:
         self.kernel.vfs.write(path, data)
 
     def poll(self, fds: Sequence[int], timeout_ms: int) -> list[int]:
-        for fd in fds:
-            if self.kernel.fds.lookup(fd) is None:
+        objects = [self.kernel.fds.lookup(fd) for fd in fds]
+        for fd, obj in zip(fds, objects, strict=True):
+            if obj is None:
                 fail(errno.EBADF, f"fd {fd} is not an open simulated fd")
+        for obj in objects:
+            assert obj is not None
+            obj.prepare_poll()
         return poll_readable(fds, timeout_ms)

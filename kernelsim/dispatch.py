@@ -41,6 +41,9 @@ class BpfCall:
     """The kernel's copy of the attr: an instance of the command's `bpfsys.abi` attr struct."""
     uattr: memoryview
     """The caller's attr image (bytes), for write-back."""
+    size: int = 0
+    """The attr size the kernel works with: min(size passed, sizeof(union bpf_attr)) (handlers
+    that write a field back only when the caller's attr reaches it, as log_true_size)."""
 
     def write_back(self, field: str, value: int) -> None:
         """Store `value` in `field` of the caller's attr, as copy_to_user(&uattr->field)."""
@@ -110,4 +113,4 @@ def bpf_syscall(kernel: Kernel, cmd: int, uattr: memoryview, size: int) -> int:
     if any(image[last:known]):
         fail(errno.EINVAL, f"non-zero bytes after the last field of BPF_{command.name}")
     attr = attr_type.from_buffer_copy(image)
-    return handler(BpfCall(kernel, command, attr, uattr))
+    return handler(BpfCall(kernel, command, attr, uattr, min(size, known)))

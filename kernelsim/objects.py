@@ -60,6 +60,14 @@ class KernelObject:
     def release(self) -> None:
         """Drop what this object holds (override; called once, at the last put)."""
 
+    def file_closed(self, fd: int) -> None:
+        """One fd of this object is being closed (the file's release), before its reference is
+        dropped (override where the kernel's release does more, e.g. perf event arrays)."""
+
+    def prepare_poll(self) -> None:
+        """poll(2) is about to look at this object's fds: objects whose readiness the kernel
+        computes at poll time (perf_poll consumes a ring's wakeup) set it here."""
+
     # What the fd of this object supports; the defaults are the kernel's answers for an fd
     # whose file has no such operation.
     def ioctl(self, fd: int, request: int, arg: int) -> int:

@@ -8,7 +8,7 @@ LOOKUP_AND_DELETE on hash maps) are listed in BEHAVIOURS with the release that b
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Final
 
 import attrs
@@ -34,8 +34,23 @@ BEHAVIOURS: Final[dict[str, str]] = {
     "hash_lookup_and_delete": "5.14",  # BPF_MAP_LOOKUP_AND_DELETE_ELEM on hash maps
     "bpf_cookie": "5.15",  # link_create.perf_event.bpf_cookie and bpf_get_attach_cookie
     "perf_link": "5.15",  # BPF_LINK_CREATE with BPF_PERF_EVENT
-    "log_true_size": "6.4",
+    "log_true_size": "6.4",  # rotating verifier log, log_true_size, no 128-byte minimum
+    "kprobe_any_kern_version": "5.0",  # kprobe programs no longer need kern_version to match
+    "bpf_complexity_1m": "5.2",  # privileged loads may have up to 1M instructions
+    "prog_tag_sha256": "6.18",  # the program tag is SHA-256 based (SHA-1 before)
+    "array_lookup_nonnull": "6.14",  # array lookup with a constant in-range key is not NULL
+    "map_info_hash": "6.18",  # map info: hash/hash_size, and unset fields keep the caller's bytes
+    "raw_tp_cookie": "6.10",  # raw tracepoint links carry a cookie (fdinfo line, link info)
+    "perf_link_info": "6.6",  # perf_event links fill link_info.perf_event and fdinfo lines
+    "btf_info_name": "5.11",  # bpf_btf_info has name, name_len, kernel_btf
+    "bpf_token": "6.9",  # BPF_F_TOKEN_FD in *_flags of MAP_CREATE, PROG_LOAD, BTF_LOAD
     "memcg_accounting": "5.11",  # map memory is charged to memcg, not RLIMIT_MEMLOCK
+    "kprobe_pmu": "4.17",  # the kprobe PMU (/sys/bus/event_source/devices/kprobe)
+    "uprobe_pmu": "4.17",  # the uprobe PMU
+    "perf_clock_pmu_types": "6.15",  # cpu_clock/task_clock PMUs take types 6 and 7 (kprobe 8)
+    "map_mem_usage": "6.4",  # fdinfo memlock is each map type's exact map_mem_usage()
+    "unpriv_checks_in_commands": "6.5",  # unprivileged_bpf_disabled checked in MAP_CREATE, not
+    # at bpf() entry for every command
 }
 
 
@@ -64,11 +79,11 @@ class Profile:
 
     def has(self, item: VersionedEnum | VersionedFlag) -> bool:
         """Whether the kernel knew this enum member or flag."""
-        return item.since <= self.version
+        return _had(self.version, item)
 
     def has_behaviour(self, name: str) -> bool:
         """Whether the kernel had the behaviour `name` of BEHAVIOURS."""
-        return since(BEHAVIOURS[name]) <= self.version
+        return _had(self.version, name)
 
     def has_feature(self, name: str) -> bool:
         """Whether the kernel had FEATURES[name]."""
@@ -81,11 +96,11 @@ class Profile:
 
     def known_flags(self, flag_type: type[VersionedFlag]) -> int:
         """The bits of `flag_type` that this kernel knew."""
-        return sum(int(f) for f in flag_type if self.has(f))
+        return _known_flags(self.version, flag_type)
 
     def attr_end(self, attr_type: type[BpfAttr], cmd: BpfCmd) -> int:
         """Where this kernel's fields of `cmd` end (bytes after them must be zero)."""
-        return attr_type.end_for(cmd, self.version)
+        return _attr_end(self.version, attr_type, cmd)
 
     @cached_property
     def bpf_attr_size(self) -> int:
@@ -96,3 +111,20 @@ class Profile:
     def perf_attr_size(self) -> int:
         """sizeof(struct perf_event_attr) in this kernel (PERF_ATTR_SIZE_VERn)."""
         return PerfEventAttr.sizeof_for(self.version)
+
+
+# Answers per version, cached: every bpf() call asks them (parsing and comparing versions is slow).
+@cache
+def _had(version: KernelVersion, item: VersionedEnum | VersionedFlag | str) -> bool:
+    added = since(BEHAVIOURS[item]) if isinstance(item, str) else item.since
+    return added <= version
+
+
+@cache
+def _known_flags(version: KernelVersion, flag_type: type[VersionedFlag]) -> int:
+    return sum(int(f) for f in flag_type if _had(version, f))
+
+
+@cache
+def _attr_end(version: KernelVersion, attr_type: type[BpfAttr], cmd: BpfCmd) -> int:
+    return attr_type.end_for(cmd, version)

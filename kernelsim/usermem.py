@@ -15,11 +15,13 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import Protocol
+import threading
+from typing import ClassVar, Protocol
 
 from kernelsim.errors import fail
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_ADDR_END = 1 << 64
 
 
 class UserMemory(Protocol):
@@ -37,54 +39,73 @@ class _Iovec(ctypes.Structure):
 
 
 class ProcessMemory:
-    """The memory of process `pid` (this process by default) through process_vm_readv/writev."""
+    """The memory of process `pid` (this process by default) through process_vm_readv/writev.
+
+    Each copy goes through one scratch buffer and one pair of iovecs made once (a bpf() call
+    copies keys and values this way, so the per-copy cost matters); a lock keeps threads from
+    sharing them at the same time."""
+
+    _SCRATCH: ClassVar[int] = 4096
 
     def __init__(self, pid: int | None = None) -> None:
         self.pid = os.getpid() if pid is None else pid
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None)  # the count transferred is all we need, not errno
         self._readv = libc.process_vm_readv
         self._writev = libc.process_vm_writev
         for fn in (self._readv, self._writev):
+            # No argtypes: the iovec pointers go in as ready c_void_p objects (converting the
+            # arguments on each call is most of a ctypes call's cost).
             fn.restype = ctypes.c_ssize_t
-            fn.argtypes = [
-                ctypes.c_int,
-                ctypes.POINTER(_Iovec),
-                ctypes.c_ulong,
-                ctypes.POINTER(_Iovec),
-                ctypes.c_ulong,
-                ctypes.c_ulong,
-            ]
+        self._lock = threading.Lock()
+        self._local = _Iovec()
+        self._remote = _Iovec()
+        self._local_ptr = ctypes.c_void_p(ctypes.addressof(self._local))
+        self._remote_ptr = ctypes.c_void_p(ctypes.addressof(self._remote))
+        self._scratch = ctypes.create_string_buffer(self._SCRATCH)
+        self._scratch_size = self._SCRATCH
+        self._scratch_addr = ctypes.addressof(self._scratch)
+        self._local.iov_base = self._scratch_addr
 
-    @staticmethod
-    def _check_range(addr: int, size: int) -> None:
-        if size < 0 or addr < 0 or addr + size > 1 << 64:
-            fail(errno.EFAULT, f"bad user range {addr:#x}+{size}")
+    def _scratch_for(self, size: int) -> int:
+        """The scratch buffer's address, grown to hold `size` bytes (lock held)."""
+        if size > self._scratch_size:
+            self._scratch = ctypes.create_string_buffer(size)
+            self._scratch_size = size
+            self._scratch_addr = ctypes.addressof(self._scratch)
+            self._local.iov_base = self._scratch_addr
+        return self._scratch_addr
 
     def read(self, addr: int, size: int) -> bytes:
         """copy_from_user: `size` bytes at `addr`; EFAULT unless all of them are readable."""
-        self._check_range(addr, size)
-        if size == 0:
-            return b""
-        buf = ctypes.create_string_buffer(size)
-        local = _Iovec(ctypes.cast(buf, ctypes.c_void_p), size)
-        remote = _Iovec(addr, size)
-        done = self._readv(self.pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-        if done != size:
-            fail(errno.EFAULT, f"cannot read {size} bytes at {addr:#x}")
-        return buf.raw
+        if size <= 0 or addr < 0 or addr + size > _ADDR_END:
+            if size == 0:
+                return b""
+            fail(errno.EFAULT, f"bad user range {addr:#x}+{size}")
+        with self._lock:
+            scratch = self._scratch_for(size)
+            self._local.iov_len = size
+            remote = self._remote
+            remote.iov_base = addr
+            remote.iov_len = size
+            if self._readv(self.pid, self._local_ptr, 1, self._remote_ptr, 1, 0) != size:
+                fail(errno.EFAULT, f"cannot read {size} bytes at {addr:#x}")
+            return ctypes.string_at(scratch, size)
 
     def write(self, addr: int, data: bytes) -> None:
         """copy_to_user: all of `data` at `addr`; EFAULT unless all of it is writable."""
         size = len(data)
-        self._check_range(addr, size)
-        if size == 0:
-            return
-        buf = ctypes.create_string_buffer(bytes(data), size)
-        local = _Iovec(ctypes.cast(buf, ctypes.c_void_p), size)
-        remote = _Iovec(addr, size)
-        done = self._writev(self.pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
-        if done != size:
-            fail(errno.EFAULT, f"cannot write {size} bytes at {addr:#x}")
+        if size <= 0 or addr < 0 or addr + size > _ADDR_END:
+            if size == 0:
+                return
+            fail(errno.EFAULT, f"bad user range {addr:#x}+{size}")
+        with self._lock:
+            ctypes.memmove(self._scratch_for(size), data, size)
+            self._local.iov_len = size
+            remote = self._remote
+            remote.iov_base = addr
+            remote.iov_len = size
+            if self._writev(self.pid, self._local_ptr, 1, self._remote_ptr, 1, 0) != size:
+                fail(errno.EFAULT, f"cannot write {size} bytes at {addr:#x}")
 
     def read_cstring(self, addr: int, max_len: int) -> tuple[bytes, bool]:
         """strncpy_from_user: (the bytes before the NUL, whether a NUL came within `max_len`).

@@ -1,0 +1,481 @@
+# ruff: noqa: E501
+"""Tracepoints of the simulated kernel: data copied from the live tracefs (Linux 6.18, x86_64).
+
+Generated from /sys/kernel/tracing/events/*/*/format on the live kernel; every entry keeps the
+field layout (declaration, offset, size, signedness) and print fmt of that kernel, and its id.
+Syscall events are listed by their arguments: their formats follow one rule (kernel/trace/
+trace_syscalls.c) that `kernelsim.perf.trace_event` applies. The four common fields are implied.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+FieldSpec = tuple[str, int, int, bool]
+"""(declaration, offset, size, signed) of one format field."""
+
+TRACEPOINTS: Final[tuple[tuple[str, str, int, tuple[FieldSpec, ...], str], ...]] = (
+    (
+        "raw_syscalls",
+        "sys_enter",
+        443,
+        (
+            ("long id", 8, 8, True),
+            ("unsigned long args[6]", 16, 48, False),
+        ),
+        '"NR %ld (%lx, %lx, %lx, %lx, %lx, %lx)", REC->id, REC->args[0], REC->args[1], REC->args[2], REC->args[3], REC->args[4], REC->args[5]',
+    ),
+    (
+        "raw_syscalls",
+        "sys_exit",
+        442,
+        (
+            ("long id", 8, 8, True),
+            ("long ret", 16, 8, True),
+        ),
+        '"NR %ld = %ld", REC->id, REC->ret',
+    ),
+    (
+        "sched",
+        "sched_switch",
+        372,
+        (
+            ("char prev_comm[16]", 8, 16, False),
+            ("pid_t prev_pid", 24, 4, True),
+            ("int prev_prio", 28, 4, True),
+            ("long prev_state", 32, 8, True),
+            ("char next_comm[16]", 40, 16, False),
+            ("pid_t next_pid", 56, 4, True),
+            ("int next_prio", 60, 4, True),
+        ),
+        '"prev_comm=%s prev_pid=%d prev_prio=%d prev_state=%s%s ==> next_comm=%s next_pid=%d next_prio=%d", REC->prev_comm, REC->prev_pid, REC->prev_prio, (REC->prev_state & ((((0x00000000 | 0x00000001 | 0x00000002 | 0x00000004 | 0x00000008 | 0x00000010 | 0x00000020 | 0x00000040) + 1) << 1) - 1)) ? __print_flags(REC->prev_state & ((((0x00000000 | 0x00000001 | 0x00000002 | 0x00000004 | 0x00000008 | 0x00000010 | 0x00000020 | 0x00000040) + 1) << 1) - 1), "|", { 0x00000001, "S" }, { 0x00000002, "D" }, { 0x00000004, "T" }, { 0x00000008, "t" }, { 0x00000010, "X" }, { 0x00000020, "Z" }, { 0x00000040, "P" }, { 0x00000080, "I" }) : "R", REC->prev_state & (((0x00000000 | 0x00000001 | 0x00000002 | 0x00000004 | 0x00000008 | 0x00000010 | 0x00000020 | 0x00000040) + 1) << 1) ? "+" : "", REC->next_comm, REC->next_pid, REC->next_prio',
+    ),
+    (
+        "sched",
+        "sched_process_exec",
+        365,
+        (
+            ("__data_loc char[] filename", 8, 4, False),
+            ("pid_t pid", 12, 4, True),
+            ("pid_t old_pid", 16, 4, True),
+        ),
+        '"filename=%s pid=%d old_pid=%d", __get_str(filename), REC->pid, REC->old_pid',
+    ),
+    (
+        "sched",
+        "sched_process_exit",
+        369,
+        (
+            ("char comm[16]", 8, 16, False),
+            ("pid_t pid", 24, 4, True),
+            ("int prio", 28, 4, True),
+            ("bool group_dead", 32, 1, False),
+        ),
+        '"comm=%s pid=%d prio=%d group_dead=%s", REC->comm, REC->pid, REC->prio, REC->group_dead ? "true" : "false"',
+    ),
+    (
+        "sched",
+        "sched_process_fork",
+        366,
+        (
+            ("__data_loc char[] parent_comm", 8, 4, False),
+            ("pid_t parent_pid", 12, 4, True),
+            ("__data_loc char[] child_comm", 16, 4, False),
+            ("pid_t child_pid", 20, 4, True),
+        ),
+        '"comm=%s pid=%d child_comm=%s child_pid=%d", __get_str(parent_comm), REC->parent_pid, __get_str(child_comm), REC->child_pid',
+    ),
+    (
+        "sched",
+        "sched_process_free",
+        370,
+        (
+            ("__data_loc char[] comm", 8, 4, False),
+            ("pid_t pid", 12, 4, True),
+            ("int prio", 16, 4, True),
+        ),
+        '"comm=%s pid=%d prio=%d", __get_str(comm), REC->pid, REC->prio',
+    ),
+    (
+        "sched",
+        "sched_wakeup",
+        374,
+        (
+            ("char comm[16]", 8, 16, False),
+            ("pid_t pid", 24, 4, True),
+            ("int prio", 28, 4, True),
+            ("int target_cpu", 32, 4, True),
+        ),
+        '"comm=%s pid=%d prio=%d target_cpu=%03d", REC->comm, REC->pid, REC->prio, REC->target_cpu',
+    ),
+    (
+        "sched",
+        "sched_wakeup_new",
+        373,
+        (
+            ("char comm[16]", 8, 16, False),
+            ("pid_t pid", 24, 4, True),
+            ("int prio", 28, 4, True),
+            ("int target_cpu", 32, 4, True),
+        ),
+        '"comm=%s pid=%d prio=%d target_cpu=%03d", REC->comm, REC->pid, REC->prio, REC->target_cpu',
+    ),
+    (
+        "irq",
+        "irq_handler_entry",
+        225,
+        (
+            ("int irq", 8, 4, True),
+            ("__data_loc char[] name", 12, 4, False),
+        ),
+        '"irq=%d name=%s", REC->irq, __get_str(name)',
+    ),
+    (
+        "irq",
+        "irq_handler_exit",
+        224,
+        (
+            ("int irq", 8, 4, True),
+            ("int ret", 12, 4, True),
+        ),
+        '"irq=%d ret=%s", REC->irq, REC->ret ? "handled" : "unhandled"',
+    ),
+    (
+        "irq",
+        "softirq_entry",
+        223,
+        (("unsigned int vec", 8, 4, False),),
+        '"vec=%u [action=%s]", REC->vec, __print_symbolic(REC->vec, { 0, "HI" }, { 1, "TIMER" }, { 2, "NET_TX" }, { 3, "NET_RX" }, { 4, "BLOCK" }, { 5, "IRQ_POLL" }, { 6, "TASKLET" }, { 7, "SCHED" }, { 8, "HRTIMER" }, { 9, "RCU" })',
+    ),
+    (
+        "irq",
+        "softirq_exit",
+        222,
+        (("unsigned int vec", 8, 4, False),),
+        '"vec=%u [action=%s]", REC->vec, __print_symbolic(REC->vec, { 0, "HI" }, { 1, "TIMER" }, { 2, "NET_TX" }, { 3, "NET_RX" }, { 4, "BLOCK" }, { 5, "IRQ_POLL" }, { 6, "TASKLET" }, { 7, "SCHED" }, { 8, "HRTIMER" }, { 9, "RCU" })',
+    ),
+    (
+        "irq",
+        "softirq_raise",
+        221,
+        (("unsigned int vec", 8, 4, False),),
+        '"vec=%u [action=%s]", REC->vec, __print_symbolic(REC->vec, { 0, "HI" }, { 1, "TIMER" }, { 2, "NET_TX" }, { 3, "NET_RX" }, { 4, "BLOCK" }, { 5, "IRQ_POLL" }, { 6, "TASKLET" }, { 7, "SCHED" }, { 8, "HRTIMER" }, { 9, "RCU" })',
+    ),
+    (
+        "signal",
+        "signal_generate",
+        261,
+        (
+            ("int sig", 8, 4, True),
+            ("int errno", 12, 4, True),
+            ("int code", 16, 4, True),
+            ("char comm[16]", 20, 16, False),
+            ("pid_t pid", 36, 4, True),
+            ("int group", 40, 4, True),
+            ("int result", 44, 4, True),
+        ),
+        '"sig=%d errno=%d code=%d comm=%s pid=%d grp=%d res=%d", REC->sig, REC->errno, REC->code, REC->comm, REC->pid, REC->group, REC->result',
+    ),
+    (
+        "signal",
+        "signal_deliver",
+        260,
+        (
+            ("int sig", 8, 4, True),
+            ("int errno", 12, 4, True),
+            ("int code", 16, 4, True),
+            ("unsigned long sa_handler", 24, 8, False),
+            ("unsigned long sa_flags", 32, 8, False),
+        ),
+        '"sig=%d errno=%d code=%d sa_handler=%lx sa_flags=%lx", REC->sig, REC->errno, REC->code, REC->sa_handler, REC->sa_flags',
+    ),
+    (
+        "task",
+        "task_newtask",
+        205,
+        (
+            ("pid_t pid", 8, 4, True),
+            ("char comm[16]", 12, 16, False),
+            ("u64 clone_flags", 32, 8, False),
+            ("short oom_score_adj", 40, 2, True),
+        ),
+        '"pid=%d comm=%s clone_flags=%llx oom_score_adj=%hd", REC->pid, REC->comm, REC->clone_flags, REC->oom_score_adj',
+    ),
+    (
+        "task",
+        "task_rename",
+        204,
+        (
+            ("pid_t pid", 8, 4, True),
+            ("char oldcomm[16]", 12, 16, False),
+            ("char newcomm[16]", 28, 16, False),
+            ("short oom_score_adj", 44, 2, True),
+        ),
+        '"pid=%d oldcomm=%s newcomm=%s oom_score_adj=%hd", REC->pid, REC->oldcomm, REC->newcomm, REC->oom_score_adj',
+    ),
+    (
+        "timer",
+        "timer_start",
+        466,
+        (
+            ("void * timer", 8, 8, False),
+            ("void * function", 16, 8, False),
+            ("unsigned long expires", 24, 8, False),
+            ("unsigned long bucket_expiry", 32, 8, False),
+            ("unsigned long now", 40, 8, False),
+            ("unsigned int flags", 48, 4, False),
+        ),
+        '"timer=%p function=%ps expires=%lu [timeout=%ld] bucket_expiry=%lu cpu=%u idx=%u flags=%s", REC->timer, REC->function, REC->expires, (long)REC->expires - REC->now, REC->bucket_expiry, REC->flags & 0x0003FFFF, REC->flags >> 22, __print_flags(REC->flags & (0x00040000 | 0x00080000 | 0x00100000 | 0x00200000), "|", { 0x00040000, "M" }, { 0x00080000, "D" }, { 0x00100000, "P" }, { 0x00200000, "I" })',
+    ),
+    (
+        "net",
+        "netif_receive_skb",
+        2303,
+        (
+            ("void * skbaddr", 8, 8, False),
+            ("unsigned int len", 16, 4, False),
+            ("__data_loc char[] name", 20, 4, False),
+        ),
+        '"dev=%s skbaddr=%p len=%u", __get_str(name), REC->skbaddr, REC->len',
+    ),
+    (
+        "net",
+        "net_dev_xmit",
+        2306,
+        (
+            ("void * skbaddr", 8, 8, False),
+            ("unsigned int len", 16, 4, False),
+            ("int rc", 20, 4, True),
+            ("__data_loc char[] name", 24, 4, False),
+        ),
+        '"dev=%s skbaddr=%p len=%u rc=%d", __get_str(name), REC->skbaddr, REC->len, REC->rc',
+    ),
+    (
+        "skb",
+        "consume_skb",
+        2309,
+        (
+            ("void * skbaddr", 8, 8, False),
+            ("void * location", 16, 8, False),
+        ),
+        '"skbaddr=%p location=%pS", REC->skbaddr, REC->location',
+    ),
+    (
+        "kmem",
+        "kfree",
+        657,
+        (
+            ("unsigned long call_site", 8, 8, False),
+            ("const void * ptr", 16, 8, False),
+        ),
+        '"call_site=%pS ptr=%p", (void *)REC->call_site, REC->ptr',
+    ),
+    (
+        "sock",
+        "inet_sock_set_state",
+        2287,
+        (
+            ("const void * skaddr", 8, 8, False),
+            ("int oldstate", 16, 4, True),
+            ("int newstate", 20, 4, True),
+            ("__u16 sport", 24, 2, False),
+            ("__u16 dport", 26, 2, False),
+            ("__u16 family", 28, 2, False),
+            ("__u16 protocol", 30, 2, False),
+            ("__u8 saddr[4]", 32, 4, False),
+            ("__u8 daddr[4]", 36, 4, False),
+            ("__u8 saddr_v6[16]", 40, 16, False),
+            ("__u8 daddr_v6[16]", 56, 16, False),
+        ),
+        '"family=%s protocol=%s sport=%hu dport=%hu saddr=%pI4 daddr=%pI4 saddrv6=%pI6c daddrv6=%pI6c oldstate=%s newstate=%s", __print_symbolic(REC->family, { 2, "AF_INET" }, { 10, "AF_INET6" }), __print_symbolic(REC->protocol, { 6, "IPPROTO_TCP" }, { 132, "IPPROTO_SCTP" }, { 262, "IPPROTO_MPTCP" }), REC->sport, REC->dport, REC->saddr, REC->daddr, REC->saddr_v6, REC->daddr_v6, __print_symbolic(REC->oldstate, { 1, "TCP_ESTABLISHED" }, { 2, "TCP_SYN_SENT" }, { 3, "TCP_SYN_RECV" }, { 4, "TCP_FIN_WAIT1" }, { 5, "TCP_FIN_WAIT2" }, { 6, "TCP_TIME_WAIT" }, { 7, "TCP_CLOSE" }, { 8, "TCP_CLOSE_WAIT" }, { 9, "TCP_LAST_ACK" }, { 10, "TCP_LISTEN" }, { 11, "TCP_CLOSING" }, { 12, "TCP_NEW_SYN_RECV" }), __print_symbolic(REC->newstate, { 1, "TCP_ESTABLISHED" }, { 2, "TCP_SYN_SENT" }, { 3, "TCP_SYN_RECV" }, { 4, "TCP_FIN_WAIT1" }, { 5, "TCP_FIN_WAIT2" }, { 6, "TCP_TIME_WAIT" }, { 7, "TCP_CLOSE" }, { 8, "TCP_CLOSE_WAIT" }, { 9, "TCP_LAST_ACK" }, { 10, "TCP_LISTEN" }, { 11, "TCP_CLOSING" }, { 12, "TCP_NEW_SYN_RECV" })',
+    ),
+    (
+        "tcp",
+        "tcp_retransmit_skb",
+        2281,
+        (
+            ("const void * skbaddr", 8, 8, False),
+            ("const void * skaddr", 16, 8, False),
+            ("int state", 24, 4, True),
+            ("__u16 sport", 28, 2, False),
+            ("__u16 dport", 30, 2, False),
+            ("__u16 family", 32, 2, False),
+            ("__u8 saddr[4]", 34, 4, False),
+            ("__u8 daddr[4]", 38, 4, False),
+            ("__u8 saddr_v6[16]", 42, 16, False),
+            ("__u8 daddr_v6[16]", 58, 16, False),
+            ("int err", 76, 4, True),
+        ),
+        '"skbaddr=%p skaddr=%p family=%s sport=%hu dport=%hu saddr=%pI4 daddr=%pI4 saddrv6=%pI6c daddrv6=%pI6c state=%s err=%d", REC->skbaddr, REC->skaddr, __print_symbolic(REC->family, { 2, "AF_INET" }, { 10, "AF_INET6" }), REC->sport, REC->dport, REC->saddr, REC->daddr, REC->saddr_v6, REC->daddr_v6, __print_symbolic(REC->state, { TCP_ESTABLISHED, "TCP_ESTABLISHED" }, { TCP_SYN_SENT, "TCP_SYN_SENT" }, { TCP_SYN_RECV, "TCP_SYN_RECV" }, { TCP_FIN_WAIT1, "TCP_FIN_WAIT1" }, { TCP_FIN_WAIT2, "TCP_FIN_WAIT2" }, { TCP_TIME_WAIT, "TCP_TIME_WAIT" }, { TCP_CLOSE, "TCP_CLOSE" }, { TCP_CLOSE_WAIT, "TCP_CLOSE_WAIT" }, { TCP_LAST_ACK, "TCP_LAST_ACK" }, { TCP_LISTEN, "TCP_LISTEN" }, { TCP_CLOSING, "TCP_CLOSING" }, { TCP_NEW_SYN_RECV, "TCP_NEW_SYN_RECV" }), REC->err',
+    ),
+    (
+        "bpf_trace",
+        "bpf_trace_printk",
+        550,
+        (("__data_loc char[] bpf_string", 8, 4, False),),
+        '"%s", __get_str(bpf_string)',
+    ),
+)
+"""(system, name, id, fields after the common ones, print fmt)."""
+
+SYSCALLS: Final[tuple[tuple[str, int, int, tuple[tuple[str, str], ...]], ...]] = (
+    ("getpid", 309, 308, ()),
+    ("getppid", 305, 304, ()),
+    ("gettid", 307, 306, ()),
+    ("getuid", 303, 302, ()),
+    ("getpgid", 291, 290, (("pid_t", "pid"),)),
+    (
+        "openat",
+        782,
+        781,
+        (("int", "dfd"), ("const char *", "filename"), ("int", "flags"), ("umode_t", "mode")),
+    ),
+    ("read", 842, 841, (("unsigned int", "fd"), ("char *", "buf"), ("size_t", "count"))),
+    ("write", 840, 839, (("unsigned int", "fd"), ("const char *", "buf"), ("size_t", "count"))),
+    ("close", 776, 775, (("unsigned int", "fd"),)),
+    (
+        "execve",
+        862,
+        861,
+        (
+            ("const char *", "filename"),
+            ("const char *const *", "argv"),
+            ("const char *const *", "envp"),
+        ),
+    ),
+    (
+        "clone",
+        196,
+        195,
+        (
+            ("unsigned long", "clone_flags"),
+            ("unsigned long", "newsp"),
+            ("int *", "parent_tidptr"),
+            ("int *", "child_tidptr"),
+            ("unsigned long", "tls"),
+        ),
+    ),
+    (
+        "mmap",
+        174,
+        173,
+        (
+            ("unsigned long", "addr"),
+            ("unsigned long", "len"),
+            ("unsigned long", "prot"),
+            ("unsigned long", "flags"),
+            ("unsigned long", "fd"),
+            ("unsigned long", "off"),
+        ),
+    ),
+    ("munmap", 693, 692, (("unsigned long", "addr"), ("size_t", "len"))),
+    ("bpf", 586, 585, (("int", "cmd"), ("union bpf_attr *", "uattr"), ("unsigned int", "size"))),
+    (
+        "perf_event_open",
+        588,
+        587,
+        (
+            ("struct perf_event_attr *", "attr_uptr"),
+            ("pid_t", "pid"),
+            ("int", "cpu"),
+            ("int", "group_fd"),
+            ("unsigned long", "flags"),
+        ),
+    ),
+    (
+        "nanosleep",
+        469,
+        468,
+        (("struct __kernel_timespec *", "rqtp"), ("struct __kernel_timespec *", "rmtp")),
+    ),
+    (
+        "clock_nanosleep",
+        474,
+        473,
+        (
+            ("const clockid_t", "which_clock"),
+            ("int", "flags"),
+            ("const struct __kernel_timespec *", "rqtp"),
+            ("struct __kernel_timespec *", "rmtp"),
+        ),
+    ),
+    ("exit_group", 216, 215, (("int", "error_code"),)),
+    ("kill", 251, 250, (("pid_t", "pid"), ("int", "sig"))),
+    (
+        "ioctl",
+        898,
+        897,
+        (("unsigned int", "fd"), ("unsigned int", "cmd"), ("unsigned long", "arg")),
+    ),
+    (
+        "connect",
+        2230,
+        2229,
+        (("int", "fd"), ("struct sockaddr *", "uservaddr"), ("int", "addrlen")),
+    ),
+    (
+        "accept4",
+        2234,
+        2233,
+        (
+            ("int", "fd"),
+            ("struct sockaddr *", "upeer_sockaddr"),
+            ("int *", "upeer_addrlen"),
+            ("int", "flags"),
+        ),
+    ),
+    (
+        "sendto",
+        2224,
+        2223,
+        (
+            ("int", "fd"),
+            ("void *", "buff"),
+            ("size_t", "len"),
+            ("unsigned int", "flags"),
+            ("struct sockaddr *", "addr"),
+            ("int", "addr_len"),
+        ),
+    ),
+    (
+        "recvfrom",
+        2222,
+        2221,
+        (
+            ("int", "fd"),
+            ("void *", "ubuf"),
+            ("size_t", "size"),
+            ("unsigned int", "flags"),
+            ("struct sockaddr *", "addr"),
+            ("int *", "addr_len"),
+        ),
+    ),
+    (
+        "futex",
+        522,
+        521,
+        (
+            ("u32 *", "uaddr"),
+            ("int", "op"),
+            ("u32", "val"),
+            ("const struct __kernel_timespec *", "utime"),
+            ("u32 *", "uaddr2"),
+            ("u32", "val3"),
+        ),
+    ),
+    ("unlinkat", 884, 883, (("int", "dfd"), ("const char *", "pathname"), ("int", "flag"))),
+    (
+        "newfstatat",
+        854,
+        853,
+        (
+            ("int", "dfd"),
+            ("const char *", "filename"),
+            ("struct stat *", "statbuf"),
+            ("int", "flag"),
+        ),
+    ),
+    ("newuname", 283, 282, (("struct new_utsname *", "name"),)),
+    ("brk", 695, 694, (("unsigned long", "brk"),)),
+)
+"""(syscall, sys_enter id, sys_exit id, ((C type, name) of each argument))."""

@@ -1,0 +1,315 @@
+"""The verifier's passes before the abstract interpreter, in the kernel's order.
+
+1. `check_jumps` (check_subprogs): every jump lands inside the program, the last instruction is
+   an exit or a jump ("jump out of range from insn %d to %d", "last insn is not an exit or jmp").
+2. `resolve_ld_imm64` (resolve_pseudo_ldimm64): LDX reserved fields, well-formed ld_imm64 pairs,
+   map fds (EBADF for no fd, EINVAL for an fd that is not a map), map value pointers, unknown
+   opcodes ("unknown opcode %02x"). Takes a reference on each map (the caller releases them).
+3. `check_cfg`: depth-first walk from insn 0 ("back-edge from insn %d to %d" unless the loader
+   is bpf_capable, "unreachable insn %d", "jump into the middle of ldimm64 insn %d"); marks
+   prune points; `liveness` computes the registers live before each instruction.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import attrs
+
+from bpfsys.abi import (
+    BPF_ALU,
+    BPF_ALU64,
+    BPF_ATOMIC,
+    BPF_CALL,
+    BPF_DW,
+    BPF_EXIT,
+    BPF_FETCH,
+    BPF_JA,
+    BPF_JMP,
+    BPF_JMP32,
+    BPF_LD,
+    BPF_LDX,
+    BPF_MEM,
+    BPF_MEMSX,
+    BPF_PSEUDO_CALL,
+    BPF_PSEUDO_MAP_FD,
+    BPF_PSEUDO_MAP_IDX,
+    BPF_PSEUDO_MAP_IDX_VALUE,
+    BPF_PSEUDO_MAP_VALUE,
+    BPF_ST,
+    BPF_STX,
+    BPF_X,
+    MapType,
+)
+from bpfsys.asm import Insn
+from bpfsys.kversion import KernelVersion, since
+from kernelsim.maps.base import BpfMap
+from kernelsim.prog.verifier.errors import VerifierError
+
+LD_IMM64: Final = BPF_LD | BPF_DW  # 0x18
+CALL: Final = BPF_JMP | BPF_CALL
+EXIT: Final = BPF_JMP | BPF_EXIT
+
+
+def _opcodes() -> dict[int, str]:
+    """Valid opcodes (the kernel's bpf_opcode_in_insntable) with the version that added each."""
+    table: dict[int, str] = {}
+    for cls in (BPF_ALU, BPF_ALU64):
+        for op in (0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x90, 0xA0, 0xB0, 0xC0):
+            table[cls | op] = table[cls | op | BPF_X] = "3.18"
+        table[cls | 0x80] = "3.18"
+    table[BPF_ALU | 0xD0] = table[BPF_ALU | 0xD8] = "3.18"
+    table[BPF_ALU64 | 0xD0] = "6.6"
+    for cls, added in ((BPF_JMP, "3.18"), (BPF_JMP32, "5.1")):
+        for op in (0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xA0, 0xB0, 0xC0, 0xD0):
+            later = "4.14" if op >= 0xA0 and cls == BPF_JMP else added
+            table[cls | op] = table[cls | op | BPF_X] = later
+    table[BPF_JMP | BPF_JA] = table[CALL] = table[EXIT] = "3.18"
+    table[BPF_JMP32 | BPF_JA] = "6.6"
+    table[LD_IMM64] = "3.18"
+    for size in (0x00, 0x08, 0x10):
+        table[BPF_LD | 0x20 | size] = table[BPF_LD | 0x40 | size] = "3.18"
+        table[BPF_LDX | BPF_MEMSX | size] = "6.6"
+    for size in (0x00, 0x08, 0x10, 0x18):
+        for cls in (BPF_LDX, BPF_ST, BPF_STX):
+            table[cls | BPF_MEM | size] = "3.18"
+    table[BPF_STX | BPF_ATOMIC | 0x00] = table[BPF_STX | BPF_ATOMIC | BPF_DW] = "4.1"
+    return table
+
+
+OPCODES: Final = _opcodes()
+
+
+def is_cond_jump(insn: Insn) -> bool:
+    cls, op = insn.code & 0x07, insn.code & 0xF0
+    return cls in (BPF_JMP, BPF_JMP32) and op not in (BPF_JA, BPF_CALL, BPF_EXIT)
+
+
+def jump_target(index: int, insn: Insn) -> int:
+    """Where a jump at `index` goes (gotol takes its offset from imm)."""
+    if insn.code == BPF_JMP32 | BPF_JA:
+        return index + insn.imm + 1
+    return index + insn.off + 1
+
+
+def check_jumps(insns: Sequence[Insn]) -> None:
+    """check_subprogs for a program with one subprogram."""
+    count = len(insns)
+    for i, insn in enumerate(insns):
+        cls, op = insn.code & 0x07, insn.code & 0xF0
+        if cls in (BPF_JMP, BPF_JMP32) and op not in (BPF_EXIT, BPF_CALL):
+            target = jump_target(i, insn)
+            if not 0 <= target < count:
+                raise VerifierError(errno.EINVAL, f"jump out of range from insn {i} to {target}")
+    last = insns[-1].code
+    if last not in (EXIT, BPF_JMP | BPF_JA, BPF_JMP32 | BPF_JA):
+        raise VerifierError(errno.EINVAL, "last insn is not an exit or jmp")
+
+
+@attrs.frozen
+class MapRef:
+    """An ld_imm64 that loads a map (value_off None) or a pointer into its value."""
+
+    map: BpfMap
+    value_off: int | None
+
+
+MapLookup = Callable[[int], BpfMap]
+"""fd -> map; raises VerifierError(EBADF/EINVAL) with the kernel's message."""
+
+
+def resolve_ld_imm64(
+    insns: Sequence[Insn],
+    version: KernelVersion,
+    lookup_fd: MapLookup,
+    fd_array: Callable[[int], int] | None,
+    used_maps: list[BpfMap],
+) -> dict[int, MapRef]:
+    """resolve_pseudo_ldimm64: validate and resolve map loads; `used_maps` gets each map once
+    (with a reference taken)."""
+    refs: dict[int, MapRef] = {}
+    i = 0
+    while i < len(insns):
+        insn = insns[i]
+        if insn.code & 0x07 == BPF_LDX and (
+            insn.code & 0xE0 not in (BPF_MEM, BPF_MEMSX) or insn.imm != 0
+        ):
+            raise VerifierError(errno.EINVAL, "BPF_LDX uses reserved fields")
+        if insn.code == LD_IMM64:
+            nxt = insns[i + 1] if i + 1 < len(insns) else None
+            if nxt is None or nxt.code or nxt.dst or nxt.src or nxt.off:
+                raise VerifierError(errno.EINVAL, "invalid bpf_ld_imm64 insn")
+            if insn.src:
+                refs[i] = _resolve_map(insn, nxt, lookup_fd, fd_array, used_maps)
+            i += 2
+            continue
+        added = OPCODES.get(insn.code)
+        if added is None or since(added) > version:
+            raise VerifierError(errno.EINVAL, f"unknown opcode {insn.code:02x}")
+        i += 1
+    return refs
+
+
+def _resolve_map(
+    insn: Insn,
+    nxt: Insn,
+    lookup_fd: MapLookup,
+    fd_array: Callable[[int], int] | None,
+    used_maps: list[BpfMap],
+) -> MapRef:
+    src = insn.src
+    if src not in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_MAP_IDX,
+                   BPF_PSEUDO_MAP_IDX_VALUE):  # fmt: skip
+        raise VerifierError(errno.EINVAL, "unrecognized bpf_ld_imm64 insn")
+    if src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX) and nxt.imm != 0:
+        raise VerifierError(errno.EINVAL, "unrecognized bpf_ld_imm64 insn")
+    if src in (BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE):
+        if fd_array is None:
+            raise VerifierError(errno.EPROTO, "fd_idx without fd_array is invalid")
+        fd = fd_array(insn.imm)
+    else:
+        fd = insn.imm
+    bpf_map = lookup_fd(fd)
+    if not any(m is bpf_map for m in used_maps):
+        bpf_map.hold()
+        used_maps.append(bpf_map)
+    if src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX):
+        return MapRef(bpf_map, None)
+    off = nxt.imm & 0xFFFFFFFF
+    if off >= 1 << 29:
+        raise VerifierError(errno.EINVAL, f"direct value offset of {off} is not allowed")
+    if bpf_map.map_type not in (MapType.ARRAY,):
+        raise VerifierError(errno.EINVAL, "no direct value access support for this map type")
+    if bpf_map.max_entries != 1 or off >= bpf_map.value_size:
+        err = errno.EOPNOTSUPP if bpf_map.max_entries != 1 else errno.EINVAL
+        raise VerifierError(
+            err,
+            f"invalid access to map value pointer, value_size={bpf_map.value_size} off={off}",
+        )
+    return MapRef(bpf_map, off)
+
+
+@attrs.frozen
+class Cfg:
+    """What check_cfg learned: prune points and the jump points."""
+
+    prune_points: frozenset[int]
+
+
+def _successors(i: int, insn: Insn) -> list[tuple[int, bool]]:
+    """(successor, is_branch_edge) in the order check_cfg visits them."""
+    cls, op = insn.code & 0x07, insn.code & 0xF0
+    if insn.code == LD_IMM64:
+        return [(i + 2, False)]
+    if cls not in (BPF_JMP, BPF_JMP32):
+        return [(i + 1, False)]
+    if op == BPF_EXIT:
+        return []
+    if op == BPF_CALL:
+        return [(i + 1, False)]
+    if op == BPF_JA:
+        return [(jump_target(i, insn), False)]
+    return [(i + 1, False), (jump_target(i, insn), True)]
+
+
+def check_cfg(insns: Sequence[Insn], allow_loops: bool) -> Cfg:
+    """The kernel's check_cfg (see the module docstring)."""
+    count = len(insns)
+    discovered, explored = 1, 2
+    state = [0] * count
+    prune: set[int] = set()
+    for i, insn in enumerate(insns):
+        if is_cond_jump(insn):
+            prune.add(i)
+        elif insn.code == CALL:
+            prune.add(i + 1)
+    stack = [0]
+    state[0] = discovered
+    next_edge = [0] * count
+    while stack:
+        t = stack[-1]
+        edges = _successors(t, insns[t])
+        pushed = False
+        while next_edge[t] < len(edges):
+            w, branch = edges[next_edge[t]]
+            next_edge[t] += 1
+            if not 0 <= w < count:
+                raise VerifierError(errno.EINVAL, f"jump out of range from insn {t} to {w}")
+            if branch or insns[t].code & 0xF7 == BPF_JMP | BPF_JA:
+                prune.add(w)
+            if state[w] == 0:
+                state[w] = discovered
+                stack.append(w)
+                pushed = True
+                break
+            if state[w] == discovered and not allow_loops:
+                raise VerifierError(errno.EINVAL, f"back-edge from insn {t} to {w}")
+        if not pushed:
+            state[t] = explored
+            stack.pop()
+    i = 0
+    while i < count:
+        if state[i] != explored:
+            raise VerifierError(errno.EINVAL, f"unreachable insn {i}")
+        if insns[i].code == LD_IMM64:
+            if i + 1 < count and state[i + 1]:
+                raise VerifierError(errno.EINVAL, f"jump into the middle of ldimm64 insn {i}")
+            i += 1
+        i += 1
+    return Cfg(frozenset(prune))
+
+
+def _uses_defs(insn: Insn, call_args: Callable[[int], int]) -> tuple[int, int]:
+    """Register bitmasks (used, defined) of one instruction, for liveness."""
+    cls, op, mode = insn.code & 0x07, insn.code & 0xF0, insn.code & 0xE0
+    dst, src = 1 << insn.dst, 1 << insn.src
+    if cls in (BPF_ALU, BPF_ALU64):
+        used = 0 if op == 0xB0 else dst
+        if insn.code & BPF_X and op not in (0x80, 0xD0):
+            used |= src
+        return used, dst
+    if cls == BPF_LDX:
+        return src, dst
+    if cls == BPF_ST:
+        return dst, 0
+    if cls == BPF_STX:
+        if mode == BPF_ATOMIC and insn.imm & BPF_FETCH:
+            fetched = 1 if insn.imm == 0xF1 else src
+            return dst | src | (1 if insn.imm == 0xF1 else 0), fetched
+        return dst | src, 0
+    if cls == BPF_LD:
+        if insn.code == LD_IMM64:
+            return 0, dst
+        return (1 << 6) | (src if mode == 0x40 else 0), 0x3F
+    if op == BPF_CALL:
+        if insn.src == BPF_PSEUDO_CALL:
+            return 0x3E, 0x3F
+        return (1 << (call_args(insn.imm) + 1)) - 2, 0x3F
+    if op == BPF_EXIT:
+        return 1, 0
+    if op == BPF_JA:
+        return 0, 0
+    return dst | (src if insn.code & BPF_X else 0), 0
+
+
+def liveness(insns: Sequence[Insn], call_args: Callable[[int], int]) -> list[int]:
+    """Registers (bitmask) live before each instruction; r10 is always live."""
+    count = len(insns)
+    live = [0] * (count + 2)
+    info = [_uses_defs(insn, call_args) for insn in insns]
+    succ = [[s for s, _ in _successors(i, insn) if s < count] for i, insn in enumerate(insns)]
+    changed = True
+    while changed:
+        changed = False
+        for i in range(count - 1, -1, -1):
+            out = 0
+            for s in succ[i]:
+                out |= live[s]
+            used, defined = info[i]
+            new = used | (out & ~defined) | (1 << 10)
+            if new != live[i]:
+                live[i] = new
+                changed = True
+    return live[:count]
