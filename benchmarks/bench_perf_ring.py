@@ -15,8 +15,10 @@ figures measure the consumer alone. Best of REPEATS runs. Columns, in records pe
   views      read_batch + RecordBatch.records: a zero-copy view per whole record
   typed      records(): a decoded Sample per record
 
-Backends: the live kernel (needs bpf() privilege), and the simulated kernel once its perf
-ring exists (kernelsim.perf.syscall); one that cannot run is reported and skipped.
+Backends: the live kernel (needs bpf() privilege), and the simulated kernel, whose ring is
+filled by the same program once its interpreter has bpf_perf_event_output and until then by
+its perf output path (kernelsim.perf.output) directly; a backend that cannot run is reported
+and skipped.
 """
 
 from __future__ import annotations
@@ -28,10 +30,17 @@ import sys
 import time
 from collections.abc import Callable
 
-from bpfsys.abi import DATA_TAIL_OFFSET
+from bpfsys.abi import DATA_TAIL_OFFSET, BpfFunc
 from bpfsys.backend import Backend, LiveBackend
 from bpfsys.perf_buffer import PerfRingReader
-from kernelsim.strategies import ProgramPerfWriter, payload
+from kernelsim.backend import SimBackend
+from kernelsim.strategies import (
+    PerfRingWriter,
+    ProgramPerfWriter,
+    SimPerfWriter,
+    payload,
+    program_writer_unavailable,
+)
 
 PAYLOADS = (16, 52, 64, 256)
 """Payload bytes; 52 makes 64-byte records (8 header + 4 size + 52)."""
@@ -84,7 +93,7 @@ CONSUMERS: dict[str, Callable[[PerfRingReader, memoryview], int]] = {
 }
 
 
-def fill(writer: ProgramPerfWriter, length: int) -> int:
+def fill(writer: PerfRingWriter, length: int) -> int:
     """Write records of `length` payload bytes until the ring is full; the count written."""
     count = 0
     while writer.output(payload(count, length)):
@@ -92,14 +101,24 @@ def fill(writer: ProgramPerfWriter, length: int) -> int:
     return count
 
 
+def make_writer(backend: Backend, pages: int) -> ProgramPerfWriter | SimPerfWriter:
+    """A program calling bpf_perf_event_output where the backend runs it, else (the simulated
+    kernel without that helper) the simulated kernel's perf output path itself."""
+    if isinstance(backend, SimBackend) and program_writer_unavailable(
+        backend, BpfFunc.PERF_EVENT_OUTPUT
+    ):
+        return SimPerfWriter(pages * backend.kernel.config.page_size, backend)
+    return ProgramPerfWriter(pages * mmap.PAGESIZE, backend=backend, max_payload=max(PAYLOADS))
+
+
 def measure(backend: Backend, pages: int, length: int) -> tuple[int, dict[str, float]]:
-    writer = ProgramPerfWriter(pages * mmap.PAGESIZE, backend=backend, max_payload=max(PAYLOADS))
+    writer = make_writer(backend, pages)
     try:
         count = fill(writer, length)
         reader = writer.reader
         start = reader.data_tail
         mapping = memoryview(writer.buffer.mapping)
-        data = mapping[mmap.PAGESIZE :]
+        data = mapping[len(mapping) - reader.data_size :]
         rates: dict[str, float] = {}
         for name, consume in CONSUMERS.items():
             best = float("inf")
@@ -124,11 +143,9 @@ def backends() -> list[tuple[str, Backend | str]]:
         found.append(("live", LiveBackend()))
     except OSError as exc:
         found.append(("live", f"unavailable: {exc}"))
-    if importlib.util.find_spec("kernelsim.perf.syscall") is None:
-        found.append(("sim", "unavailable: simulated perf ring not built (kernelsim.perf.syscall)"))
+    if importlib.util.find_spec("kernelsim.perf.output") is None:
+        found.append(("sim", "unavailable: simulated perf ring not built (kernelsim.perf)"))
     else:
-        from kernelsim.backend import SimBackend
-
         found.append(("sim", SimBackend()))
     return found
 

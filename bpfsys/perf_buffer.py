@@ -67,6 +67,7 @@ import contextlib
 import ctypes
 import mmap
 import struct
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 from typing import Final, NamedTuple, TypeAlias
@@ -471,31 +472,24 @@ class PerfRingReader:
             for start in range(offset, offset + count * size, size):
                 yield type_, start, size
 
-    def _copy_samples(self, runs: list[_Run], buffers: Sequence[bytearray], first: int) -> int:
-        """Copy the raw data of the samples of `runs` into `buffers[first:]`; sum the lost
-        counts of LOST records; skip the rest. Returns the lost count."""
-        lost, index = 0, first
-        for offset, size, count, word in runs:
-            type_ = word & 0xFFFF_FFFF
-            with memoryview(self._record(offset, size * count)) as data:
-                if type_ == _SAMPLE and self._sample_type == SampleType.RAW:
-                    _check_raw_run(data, type_, size, count)
-                    for buf, part in zip(
-                        buffers[index : index + count],
-                        _slices(size, RAW_DATA_OFFSET, count),
-                        strict=True,
-                    ):
-                        buf[:] = data[part]
-                    index += count
-                elif type_ == _SAMPLE:
-                    for start in range(0, size * count, size):
-                        sample = self._decode(data[start : start + size], offset + start)
-                        buffers[index][:] = getattr(sample, "raw", None) or b""
-                        index += 1
-                elif type_ == _LOST:
-                    run = RecordRun(word, count, data)
-                    lost += run.lost()
-        return lost
+    def _copy_run(self, run: _Run, buffers: Sequence[bytearray], first: int) -> Events:
+        """Copy the raw data of the samples of `run` into `buffers[first:]`, or sum the lost
+        counts of its LOST records, or skip it; what was done."""
+        offset, size, count, word = run
+        type_ = word & 0xFFFF_FFFF
+        with memoryview(self._record(offset, size * count)) as data:
+            if type_ == _SAMPLE and self._sample_type == SampleType.RAW:
+                _check_raw_run(data, type_, size, count)
+                targets = buffers[first : first + count]
+                for buf, part in zip(targets, _slices(size, RAW_DATA_OFFSET, count), strict=True):
+                    buf[:] = data[part]
+                return Events(count, 0)
+            if type_ == _SAMPLE:
+                for index, start in enumerate(range(0, size * count, size), first):
+                    sample = self._decode(data[start : start + size], offset + start)
+                    buffers[index][:] = getattr(sample, "raw", None) or b""
+                return Events(count, 0)
+            return Events(0, RecordRun(word, count, data).lost() if type_ == _LOST else 0)
 
     # -- consuming -----------------------------------------------------------------------------
     def records(self, max_records: int | None = None) -> Iterator[Record]:
@@ -521,14 +515,29 @@ class PerfRingReader:
             raise ValueError("read_events needs at least one buffer")
         read = lost = 0
         while read < len(buffers):
-            runs, end, error = self._scan(len(buffers) - read, stop_after=_SAMPLE)
-            if not runs:
-                if error is not None and read == lost == 0:
+            runs, _, error = self._scan(len(buffers) - read, stop_after=_SAMPLE)
+            # a run that fails whole is retried record by record, so that what comes before
+            # the bad record is delivered and the bad record is first in line next time
+            pending = deque(runs)
+            while pending:
+                offset, size, count, word = pending.popleft()
+                try:
+                    done = self._copy_run((offset, size, count, word), buffers, read)
+                except PerfBufferError as exc:
+                    if count > 1:
+                        singles = [(offset + k * size, size, 1, word) for k in range(count)]
+                        pending.extendleft(reversed(singles))
+                        continue
+                    error = exc
+                    break
+                read, lost = read + done.read, lost + done.lost
+                self._meta[_TAIL] = (self._meta[_TAIL] + size * count) & _U64_MASK
+            if error is not None:
+                if read == lost == 0:
                     raise error
                 break
-            lost += self._copy_samples(runs, buffers, read)
-            read += sum(count for _, _, count, word in runs if word & 0xFFFF_FFFF == _SAMPLE)
-            self._meta[_TAIL] = end
+            if not runs:
+                break
         return Events(read, lost)
 
     def read_batch(self, max_records: int | None = None) -> RecordBatch:
@@ -551,12 +560,6 @@ class PerfRingReader:
     def _finish_batch(self, end: int) -> None:
         self._batch = None
         self._meta[_TAIL] = end  # 4. data_tail last, after the views are released
-
-
-def _lost_count(record: BufferLike, offset: int) -> int:
-    if len(record) < _LOST_COUNT_OFFSET + 8:
-        raise PerfBufferError(f"PERF_RECORD_LOST at offset {offset} has no lost count")
-    return int(_U64_AT.unpack_from(record, _LOST_COUNT_OFFSET)[0])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 Theory of operation
 -------------------
 `Bpffs` is the kernel's set of bpf filesystems: each mount (one at /sys/fs/bpf from boot;
-`mount(path)` adds one, as `mount -t bpf bpf DIR` does) is a tree of directories and pinned
-objects. A pin holds one reference of its object (map, program or link); removing the file
-(`unlink`, or `unmount` of the whole tree) drops it. Paths outside every simulated mount are the
-host's: the simulator only looks at them (exists, is a directory) to give the kernel's errno.
+`mount(path)` adds one, as `mount -t bpf bpf DIR` does; a bpffs the host has mounted, as a test
+does with `mount -t bpf`, becomes an empty simulated mount at the same place when a path below
+it is first used) is a tree of directories and pinned objects. A pin holds one reference of
+its object (map, program or link); removing the file (`unlink`, or `unmount` of the whole
+tree) drops it. Paths outside every simulated mount are the host's: the simulator only looks at
+them (exists, is a directory) to give the kernel's errno.
 
 OBJ_PIN (bpf_obj_pin, bpf_obj_do_pin), in order:
 
@@ -96,7 +98,11 @@ class Bpffs:
 
     # -- path walking -------------------------------------------------------------------------
     def _mount_of(self, path: str) -> tuple[str, Folder] | None:
-        """The deepest mount containing absolute `path`."""
+        """The deepest mount containing absolute `path` (a bpffs the host has mounted there
+        becomes a simulated mount on first use)."""
+        host = _host_bpffs_containing(path)
+        if host is not None and not any(m == host for m in self.mounts):
+            self.mount(host)
         best: tuple[str, Folder] | None = None
         for mount, root in self.mounts.items():
             inside = path == mount or path.startswith(mount.rstrip("/") + "/")
@@ -260,6 +266,26 @@ class Bpffs:
             functools.partial(fail, err, f"{full} has no contents"),
             functools.partial(_refuse_write, err, full),
         )
+
+
+def _host_bpffs_containing(path: str) -> str | None:
+    """The deepest bpf filesystem the host has mounted that contains `path` (mountinfo)."""
+    best: str | None = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mountinfo:
+            lines = mountinfo.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not rest.startswith("bpf "):
+            continue
+        where = parts[4].replace("\\040", " ")
+        inside = path == where or path.startswith(where.rstrip("/") + "/")
+        if inside and (best is None or len(where) > len(best)):
+            best = where
+    return best
 
 
 def _refuse_write(err: int, path: str, data: bytes) -> None:

@@ -8,7 +8,7 @@ LOOKUP_AND_DELETE on hash maps) are listed in BEHAVIOURS with the release that b
 
 from __future__ import annotations
 
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from typing import Final
 
 import attrs
@@ -114,7 +114,9 @@ class Profile:
 
 
 # Answers per version, cached: every bpf() call asks them (parsing and comparing versions is slow).
-@cache
+# typed=True: members of different IntEnum/IntFlag types with equal values (PerfAttrFlag.DISABLED
+# and SampleType.IP are both 1) compare and hash as equal ints and must not share an entry.
+@lru_cache(maxsize=None, typed=True)
 def _had(version: KernelVersion, item: VersionedEnum | VersionedFlag | str) -> bool:
     added = since(BEHAVIOURS[item]) if isinstance(item, str) else item.since
     return added <= version

@@ -12,7 +12,9 @@ else is. The machines here check that against a *writer*, which is a parameter:
 * `ProgramPerfWriter` and `ProgramRingBufWriter` -- a raw tracepoint program calling
   ``bpf_perf_event_output`` / ``bpf_ringbuf_output``, run by BPF_PROG_TEST_RUN on any backend:
   the live kernel, or the simulated one once it runs programs;
-* anything else with the `PerfRingWriter` / `RingBufWriter` shape (the simulator's own writer).
+* `SimPerfWriter` -- the simulated kernel's perf output path into a ring mapped through a
+  `SimBackend`;
+* anything else with the `PerfRingWriter` / `RingBufWriter` shape.
 
 `perf_ring_machine(make_writer, ring_sizes)` and `ringbuf_machine(...)` return a
 `RuleBasedStateMachine` class; run it as ``TestX = perf_ring_machine(...).TestCase``.
@@ -46,6 +48,7 @@ from bpfsys.abi import (
     BPF_RINGBUF_DISCARD_BIT,
     DATA_HEAD_OFFSET,
     DATA_TAIL_OFFSET,
+    BpfFunc,
     MapType,
     PerfRecordType,
     ProgType,
@@ -64,6 +67,7 @@ from bpfsys.perf_records import (
     raw_padded_size,
 )
 from bpfsys.ringbuf import RingBuf, RingBufReader, record_size
+from kernelsim.backend import SimBackend
 
 __all__ = [
     "ModelPerfWriter",
@@ -72,8 +76,10 @@ __all__ = [
     "ProgramPerfWriter",
     "ProgramRingBufWriter",
     "RingBufWriter",
+    "SimPerfWriter",
     "payload",
     "perf_ring_machine",
+    "program_writer_unavailable",
     "ringbuf_machine",
 ]
 
@@ -311,6 +317,44 @@ def _output_program(data_map: OwnedFd, max_payload: int, call: str) -> list[Insn
         exit
         """
     )
+
+
+class SimPerfWriter:
+    """The simulated kernel's own perf output path (`kernelsim.perf.output.perf_output`, what
+    its bpf_perf_event_output runs) into a `PerfBuffer` of `data_size` bytes opened on CPU
+    `cpu` of a `SimBackend` -- the mapping, the ring writer and the reader all real."""
+
+    def __init__(self, data_size: int, backend: SimBackend, *, cpu: int = 0) -> None:
+        page = backend.kernel.config.page_size
+        self.backend = backend
+        self.buffer = PerfBuffer.open(cpu, data_size // page, backend=backend, page_size=page)
+        self.max_payload = data_size
+
+    @property
+    def reader(self) -> PerfRingReader:
+        return self.buffer.reader
+
+    def output(self, data: bytes) -> bool:
+        from kernelsim.perf.output import perf_output
+
+        result = perf_output(self.backend.kernel, self.buffer.fileno(), data)
+        if result in (0, -errno.ENOSPC):
+            return result == 0
+        raise OSError(-result, f"perf_output returned {result}")
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+def program_writer_unavailable(backend: Backend, helper: BpfFunc) -> str | None:
+    """Why a program-run writer calling `helper` cannot run on `backend`, or None when it can:
+    the simulated kernel runs it once its interpreter has the helper."""
+    from kernelsim.backend import SimBackend
+    from kernelsim.prog.interpreter.helpers import KERNEL_HELPERS, helper_name
+
+    if isinstance(backend, SimBackend) and int(helper) not in KERNEL_HELPERS:
+        return f"the simulated kernel has no {helper_name(helper)} helper yet"
+    return None
 
 
 class _ProgramWriter:

@@ -355,16 +355,23 @@ def test_torn_record_reaching_past_data_head(ring: Ring) -> None:
 
 
 def test_sample_whose_raw_size_does_not_fill_it(ring: Ring) -> None:
-    record = bytearray(raw(b"abcd"))
-    struct.pack_into("=I", record, 8, 100)
-    ring.put(bytes(record))
+    good = raw(b"abcd")
+    bad = bytearray(raw(b"efgh"))  # same header as the good one: one run
+    struct.pack_into("=I", bad, 8, 100)
+    ring.put(good)
+    bad_at = ring.put(bytes(bad))
     reader = ring.reader()
+    buffers = [bytearray(), bytearray()]
+    assert reader.read_events(buffers) == Events(1, 0)  # the run is retried record by record
+    assert buffers[0] == b"abcd" and ring.tail == bad_at
+    with pytest.raises(PerfBufferError, match="raw size"):
+        reader.read_events(buffers)
     with pytest.raises(PerfBufferError, match="raw size"):
         list(reader.records())
-    with pytest.raises(PerfBufferError, match="raw size"):
-        reader.read_events([bytearray()])
-    with reader.read_batch() as batch, pytest.raises(PerfBufferError, match="raw size"):
+    assert ring.tail == bad_at
+    with pytest.raises(PerfBufferError, match="raw size"), reader.read_batch() as batch:
         batch.runs[0].raw_samples()
+    assert ring.tail == ring.head  # a batch is committed when its block is left, even so
 
 
 @pytest.mark.parametrize(
@@ -439,6 +446,22 @@ def check_record_near_the_ring_size(
     assert not reader.readable()
 
 
+def check_padding_is_left_stale(output: Callable[[bytes], bool], reader: PerfRingReader) -> None:
+    """The kernel skips the RAW padding (__output_skip): after the ring has been written all
+    over with 0xaa, a 1-byte sample reads back as 01 aa aa aa. (Shared with the live test.)"""
+    for _ in range(2 * reader.data_size // 72 + 1):
+        assert output(b"\xaa" * 60)  # 72-byte records
+        list(reader.records())
+    assert output(b"\x01")
+    assert [r.raw for r in reader.records() if isinstance(r, Sample)] == [b"\x01\xaa\xaa\xaa"]
+
+
+def test_padding_is_left_stale() -> None:
+    writer = ModelPerfWriter(4096)
+    check_padding_is_left_stale(writer.output, writer.reader)
+    writer.close()
+
+
 def test_producer_thread_writing_while_the_consumer_reads() -> None:
     writer = ModelPerfWriter(512)
     total = 3000
@@ -481,6 +504,41 @@ def test_producer_thread_writing_while_the_consumer_reads() -> None:
         want = payload(seq, seq % 41)
         assert data[: len(want)] == want and len(data) == raw_padded_size(len(want))
     writer.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    size=st.sampled_from([64, 128, 256]),
+    data=st.binary(min_size=256, max_size=256),
+    head=st.integers(0, 600) | st.integers(0, (1 << 64) - 1),
+    tail=st.integers(0, 600),
+    sample_type=st.sampled_from([SampleType.RAW, SampleType.TID | SampleType.RAW]),
+)
+def test_garbage_ring_raises_perf_buffer_error_or_delivers(
+    size: int, data: bytes, head: int, tail: int, sample_type: int
+) -> None:
+    """Whatever the ring holds, every API returns or raises PerfBufferError, in bounded time,
+    and data_tail never moves past data_head."""
+    for api in range(4):
+        ring = Ring(size)
+        ring.mem[OFFSET:] = data[:size]
+        ring.set_head(head)
+        ring.set_tail(tail)
+        reader = ring.reader(sample_type=sample_type)
+        try:
+            if api == 0:
+                list(reader.records())
+            elif api == 1:
+                reader.read_events([bytearray() for _ in range(4)])
+            else:
+                with reader.read_batch() as batch:
+                    for run in batch.runs:
+                        run.lost()
+                        run.records() if api == 2 else run.raw_samples()
+        except PerfBufferError:
+            pass
+        moved = (ring.tail - tail) & ((1 << 64) - 1)
+        assert moved <= (head - tail) & ((1 << 64) - 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ place by hand for the faults the kernel never produces.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 import threading
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpfsys.ringbuf import RingBufError, RingBufReader, record_size
@@ -234,6 +235,28 @@ def test_producer_thread_writing_while_the_consumer_reads() -> None:
         sys.setswitchinterval(old)
     assert got == [payload(seq, seq % 45) for seq in range(total)]
     writer.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    doubled=st.booleans(),
+    data=st.binary(min_size=128, max_size=128),
+    consumer=st.integers(0, 300),
+    producer=st.integers(0, 300) | st.integers(0, (1 << 64) - 1),
+)
+def test_garbage_ring_raises_ringbuf_error_or_delivers(
+    doubled: bool, data: bytes, consumer: int, producer: int
+) -> None:
+    """Whatever the ring holds: records or RingBufError, in bounded time, and consumer_pos
+    never moves past producer_pos."""
+    writer = ModelRingBufWriter(64, doubled=doubled)
+    area = writer.producer[MODEL_PAGE:]
+    writer.producer[MODEL_PAGE:] = (data * 2)[: len(area)]
+    set_positions(writer, consumer, producer)
+    with contextlib.suppress(RingBufError):
+        list(writer.reader.records())
+    moved = (writer.reader.consumer_pos - consumer) & ((1 << 64) - 1)
+    assert moved <= (producer - consumer) & ((1 << 64) - 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
-from bpfsys.abi import MapType
+from bpfsys.abi import BpfFunc, MapType
 from bpfsys.backend import Backend
 from bpfsys.bpf import map_create
 from bpfsys.fd import OwnedFd
@@ -26,7 +26,12 @@ from bpfsys.ringbuf import RingBuf, record_size
 from bpfsys.syscall import SyscallError
 from kernelsim.backend import SimBackend
 from kernelsim.errors import ENOTSUPP
-from kernelsim.strategies import ProgramRingBufWriter, payload, ringbuf_machine
+from kernelsim.strategies import (
+    ProgramRingBufWriter,
+    payload,
+    program_writer_unavailable,
+    ringbuf_machine,
+)
 
 PAGE = mmap.PAGESIZE
 RW = mmap.PROT_READ | mmap.PROT_WRITE
@@ -53,8 +58,17 @@ def ringbuf_map(rb_backend: Backend) -> Iterator[OwnedFd]:
 
 
 @pytest.fixture
-def writer(rb_backend: Backend) -> Iterator[ProgramRingBufWriter]:
-    made = ProgramRingBufWriter(PAGE, backend=rb_backend, max_payload=PAGE)
+def program_backend(rb_backend: Backend) -> Backend:
+    """`rb_backend`, where programs calling bpf_ringbuf_output run."""
+    reason = program_writer_unavailable(rb_backend, BpfFunc.RINGBUF_OUTPUT)
+    if reason is not None:
+        pytest.skip(reason)
+    return rb_backend
+
+
+@pytest.fixture
+def writer(program_backend: Backend) -> Iterator[ProgramRingBufWriter]:
+    made = ProgramRingBufWriter(PAGE, backend=program_backend, max_payload=PAGE)
     yield made
     made.close()
 
@@ -155,9 +169,9 @@ def test_kernel_writer_thread_while_the_consumer_reads(writer: ProgramRingBufWri
     assert got == [payload(seq, seq % 61) for seq in range(total)]
 
 
-def test_state_machine_with_the_kernel_writing(rb_backend: Backend) -> None:
+def test_state_machine_with_the_kernel_writing(program_backend: Backend) -> None:
     machine = ringbuf_machine(
-        lambda size: ProgramRingBufWriter(size, backend=rb_backend, max_payload=1024),
+        lambda size: ProgramRingBufWriter(size, backend=program_backend, max_payload=1024),
         st.just(PAGE),
     )
     run_state_machine_as_test(  # type: ignore[no-untyped-call]

@@ -296,3 +296,33 @@ def test_sim_fdinfo_of_unknown_fd_is_enoent() -> None:
     with pytest.raises(OSError) as caught:
         sim.read_file("/proc/self/fdinfo/99999")
     assert caught.value.errno == errno.ENOENT
+
+
+def test_stats_sysctl_reads_its_own_setting(backend: Backend) -> None:
+    """bpf_stats_enabled reads the sysctl's setting: 0 while only a stats fd is open."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    if backend.read_file(path) != b"0\n":
+        pytest.skip("kernel.bpf_stats_enabled is on")
+    fd = ok(bpf(backend, BpfCmd.ENABLE_STATS, EnableStatsAttr(type=0)))
+    assert backend.read_file(path) == b"0\n"
+    backend.close(fd)
+
+
+def test_sim_stats_sysctl(sim_factory: object) -> None:
+    make = sim_factory
+    assert callable(make)
+    sim: SimBackend = make()
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    sim.write_file(path, b"1\n")
+    assert (sim.read_file(path), sim.kernel.stats_enabled) == (b"1\n", 1)
+    sim.write_file(path, b"1\n")
+    assert sim.kernel.stats_enabled == 1
+    with pytest.raises(OSError) as caught:
+        sim.write_file(path, b"2\n")
+    assert caught.value.errno == errno.EINVAL
+    sim.write_file(path, b"0\n")
+    assert (sim.read_file(path), sim.kernel.stats_enabled) == (b"0\n", 0)
+    unprivileged: SimBackend = make(privileges="cap_bpf")
+    with pytest.raises(OSError) as caught:
+        unprivileged.write_file(path, b"1\n")
+    assert caught.value.errno == errno.EPERM

@@ -222,3 +222,16 @@ def test_sim_unmount_drops_every_pin() -> None:
     bpffs.unlink("/sys/fs/bpf/m")
     assert sim.kernel.live_objects() == {}
     assert bpffs.pins() == {}
+
+
+def test_sim_sees_a_bpffs_the_host_mounted(live: Backend) -> None:
+    """A bpffs mounted on the host (as `mount -t bpf` in a test) is a bpffs for the simulator
+    too, empty, without Bpffs.mount."""
+    sim = SimBackend()
+    with bpffs_mount(live) as where:
+        fd = make_map(sim)
+        assert pin(sim, fd, f"{where}/m") == 0
+        assert os.listdir(where) == [n for n in os.listdir(where) if n.endswith(".debug")]
+        assert listdir(sim, where) == ["m"]
+        sim.close(fd)
+    sim.kernel.close_all()

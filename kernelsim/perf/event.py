@@ -539,8 +539,7 @@ class PerfEvent(KernelObject):
                 if event is not self:
                     self.kernel.fds.clear_ready(event)
         else:
-            for event in rb.events:
-                self.kernel.fds.clear_ready(event)
+            self.kernel.fds.clear_ready(self)
 
     # -- lifetime -------------------------------------------------------------------------------
     def release(self) -> None:
