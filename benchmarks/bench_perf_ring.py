@@ -44,7 +44,7 @@ from kernelsim.strategies import (
 
 PAYLOADS = (16, 52, 64, 256)
 """Payload bytes; 52 makes 64-byte records (8 header + 4 size + 52)."""
-REPEATS = 5
+REPEATS = 9
 _HEADER = struct.Struct("=IHH")
 _U32 = struct.Struct("=I")
 

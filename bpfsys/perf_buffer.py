@@ -290,7 +290,8 @@ class PerfRingReader:
     `ring` is the whole writable mapping: the header page, then the data area from
     `data_offset` (default: one host page) of `data_size` bytes (default: the rest; it must be
     a power of two). `sample_type` and `sample_id_all` are the event's attr values, used to
-    decode samples and the sample_id trailer of other records.
+    decode samples and the sample_id trailer of other records. One consumer at a time: the
+    reader is not meant to be shared between threads (the producer may be another thread).
     """
 
     def __init__(

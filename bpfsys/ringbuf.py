@@ -76,7 +76,7 @@ class RingBufReader:
     `consumer` is the writable consumer page (``consumer_pos`` at offset 0); `producer` the
     producer page followed, from `data_offset` (default: one host page), by the data area of
     `data_size` bytes (a power of two), mapped twice when `producer` is long enough -- else a
-    wrapping record is copied.
+    wrapping record is copied. One consumer at a time (the producers may be other threads).
     """
 
     def __init__(

@@ -27,7 +27,7 @@ from bpfsys.abi import (
     PerfRecordType,
     SampleType,
 )
-from bpfsys.backend import Backend
+from bpfsys.backend import Backend, Mapping
 from bpfsys.perf_records import LostRecord, Sample, SampleId, iter_records
 from kernelsim.backend import SimBackend
 from kernelsim.perf.output import perf_output
@@ -37,7 +37,7 @@ F = PerfAttrFlag
 RW = mmap.PROT_READ | mmap.PROT_WRITE
 
 
-def page_of(mapping: mmap.mmap) -> PerfEventMmapPage:
+def page_of(mapping: Mapping) -> PerfEventMmapPage:
     return PerfEventMmapPage.from_buffer_copy(bytes(memoryview(mapping)[:1088]))
 
 
@@ -160,7 +160,7 @@ def test_poll_readiness_follows_the_ring(backend: Backend, event_fd: int) -> Non
 # The writer through perf_output (simulator)
 # ---------------------------------------------------------------------------------------------
 def ring_records(
-    mapping: mmap.mmap, sample_type: int, start: int = 0, sample_id_all: bool = False
+    mapping: Mapping, sample_type: int, start: int = 0, sample_id_all: bool = False
 ) -> list[object]:
     data_size = len(mapping) - PAGE
     head = struct.unpack_from("<Q", mapping, DATA_HEAD_OFFSET)[0]
@@ -264,7 +264,7 @@ def test_pause_output_drops_and_counts(sim: SimBackend) -> None:
     assert perf_output(sim.kernel, fd, b"kept") == 0
     lost, sample = ring_records(mapping, int(SampleType.RAW))
     assert isinstance(lost, LostRecord) and lost.lost == 1
-    assert isinstance(sample, Sample) and sample.raw == b"kept\0\0\0\0"
+    assert isinstance(sample, Sample) and sample.raw == b"kept"
     mapping.close()
 
 
