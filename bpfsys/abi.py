@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, NamedTuple, TypeAlias
 
 from bpfsys.kversion import KernelVersion, since
 
@@ -38,6 +38,79 @@ def fields(spec: tuple[FieldSpec, ...]) -> list[tuple[str, Any]]:
     return [(name, ctype) for name, ctype, _ in spec]
 
 
+class Direction(enum.Enum):
+    """Which way the memory behind a pointer field goes."""
+
+    IN = "in"  # the kernel reads it
+    OUT = "out"  # the kernel writes it
+    INOUT = "inout"  # the kernel reads it, then writes it
+
+
+class FieldTimes(NamedTuple):
+    """Length: the value of field `field` (a dotted path in nested structs) times `times`."""
+
+    field: str
+    times: int = 1
+
+
+class FieldProduct(NamedTuple):
+    """Length: field `count` times field `size` (an array of records of a given size)."""
+
+    count: str
+    size: str
+
+
+class CString(NamedTuple):
+    """Length: a NUL-terminated string of at most `max_len` bytes, NUL included."""
+
+    max_len: int
+
+
+class MapKeySize(NamedTuple):
+    """Length: the key_size of the map whose fd is in field `map_field`, times field `count`
+    (None: one key)."""
+
+    map_field: str = "map_fd"
+    count: str | None = None
+
+
+class MapValueSize(NamedTuple):
+    """Length: the user-space value size of the map behind `map_field` (for per-CPU maps
+    round_up(value_size, 8) times the possible CPUs), times field `count` (None: one value)."""
+
+    map_field: str = "map_fd"
+    count: str | None = None
+
+
+class MapBatchToken(NamedTuple):
+    """Length: a batch cursor of the map behind `map_field`: a u32 bucket for hash maps, a key
+    (key_size bytes) for the others (generic_map_lookup_batch / htab_map_lookup_batch)."""
+
+    map_field: str = "map_fd"
+
+
+class ObjectInfo(NamedTuple):
+    """Length from `length`; the memory is the info struct (BpfProgInfo, BpfMapInfo,
+    BpfLinkInfo, BpfBtfInfo) of the kind of object whose fd is in field `fd_field`."""
+
+    length: FieldTimes
+    fd_field: str = "bpf_fd"
+
+
+PointerLength: TypeAlias = (
+    "FieldTimes | FieldProduct | CString | MapKeySize | MapValueSize | MapBatchToken | ObjectInfo"
+)
+
+
+class Pointer(NamedTuple):
+    """A u64 field that holds a user-space address: which way the memory goes, how long it is,
+    and the commands that use the field this way (empty: every command of the struct)."""
+
+    direction: Direction
+    length: PointerLength
+    commands: tuple[BpfCmd, ...] = ()
+
+
 class AbiStruct(ctypes.Structure):
     """A kernel struct. Subclasses set `_spec_` and `_fields_ = fields(_spec_)`.
 
@@ -49,6 +122,21 @@ class AbiStruct(ctypes.Structure):
     c_name: ClassVar[str | None] = None
     c_fields: ClassVar[dict[str, str | None]] = {}
     """C member paths that differ from the field name ("" anonymous, None: no C counterpart)."""
+    pointers: ClassVar[dict[str, tuple[Pointer, ...]]] = {}
+    """The pointer fields (dotted paths into nested structs and unions): what the memory behind
+    each one is, per command. The kernel follows a pointer only when it is not NULL and its
+    length is not zero (for the union members of info structs, those set by the caller)."""
+
+    @classmethod
+    def pointers_for(cls, cmd: BpfCmd | None = None) -> dict[str, Pointer]:
+        """The pointer fields `cmd` uses (None: those of a struct that serves no command)."""
+        found: dict[str, Pointer] = {}
+        for name, choices in cls.pointers.items():
+            for pointer in choices:
+                if not pointer.commands or cmd in pointer.commands:
+                    found[name] = pointer
+                    break
+        return found
 
     @classmethod
     def field_since(cls, name: str) -> KernelVersion:
@@ -891,6 +979,7 @@ class MapCreateAttr(BpfAttr):
         ("excl_prog_hash_size", u32, "6.18"),
     )
     _fields_ = fields(_spec_)
+    pointers = {"excl_prog_hash": (Pointer(Direction.IN, FieldTimes("excl_prog_hash_size")),)}
 
 
 class MapElemAttr(BpfAttr):
@@ -918,6 +1007,30 @@ class MapElemAttr(BpfAttr):
         ("flags", u64, "3.18"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        "key": (
+            Pointer(
+                Direction.IN,
+                MapKeySize(),
+                (
+                    BpfCmd.MAP_LOOKUP_ELEM,
+                    BpfCmd.MAP_UPDATE_ELEM,
+                    BpfCmd.MAP_DELETE_ELEM,
+                    BpfCmd.MAP_GET_NEXT_KEY,
+                    BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM,
+                ),
+            ),
+        ),
+        "value": (
+            Pointer(
+                Direction.OUT,
+                MapValueSize(),
+                (BpfCmd.MAP_LOOKUP_ELEM, BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM),
+            ),
+            Pointer(Direction.IN, MapValueSize(), (BpfCmd.MAP_UPDATE_ELEM,)),
+            Pointer(Direction.OUT, MapKeySize(), (BpfCmd.MAP_GET_NEXT_KEY,)),  # next_key
+        ),
+    }
 
 
 class MapBatchAttr(BpfAttr):
@@ -939,6 +1052,23 @@ class MapBatchAttr(BpfAttr):
         ("flags", u64, "5.6"),
     )
     _fields_ = fields(_spec_)
+    _LOOKUPS = (BpfCmd.MAP_LOOKUP_BATCH, BpfCmd.MAP_LOOKUP_AND_DELETE_BATCH)
+    pointers = {
+        "in_batch": (Pointer(Direction.IN, MapBatchToken()),),
+        "out_batch": (Pointer(Direction.OUT, MapBatchToken(), _LOOKUPS),),
+        "keys": (
+            Pointer(Direction.OUT, MapKeySize(count="count"), _LOOKUPS),
+            Pointer(
+                Direction.IN,
+                MapKeySize(count="count"),
+                (BpfCmd.MAP_UPDATE_BATCH, BpfCmd.MAP_DELETE_BATCH),
+            ),
+        ),
+        "values": (
+            Pointer(Direction.OUT, MapValueSize(count="count"), _LOOKUPS),
+            Pointer(Direction.IN, MapValueSize(count="count"), (BpfCmd.MAP_UPDATE_BATCH,)),
+        ),
+    }
 
 
 class ProgLoadAttr(BpfAttr):
@@ -977,6 +1107,16 @@ class ProgLoadAttr(BpfAttr):
         ("keyring_id", s32, "6.18"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        "insns": (Pointer(Direction.IN, FieldTimes("insn_cnt", 8)),),
+        "license": (Pointer(Direction.IN, CString(128)),),
+        "log_buf": (Pointer(Direction.OUT, FieldTimes("log_size")),),
+        "func_info": (Pointer(Direction.IN, FieldProduct("func_info_cnt", "func_info_rec_size")),),
+        "line_info": (Pointer(Direction.IN, FieldProduct("line_info_cnt", "line_info_rec_size")),),
+        "fd_array": (Pointer(Direction.IN, FieldTimes("fd_array_cnt", 4)),),
+        "core_relos": (Pointer(Direction.IN, FieldProduct("core_relo_cnt", "core_relo_rec_size")),),
+        "signature": (Pointer(Direction.IN, FieldTimes("signature_size")),),
+    }
 
 
 class ObjPinAttr(BpfAttr):
@@ -990,6 +1130,7 @@ class ObjPinAttr(BpfAttr):
         ("path_fd", s32, "6.5"),
     )
     _fields_ = fields(_spec_)
+    pointers = {"pathname": (Pointer(Direction.IN, CString(4096)),)}  # PATH_MAX
 
 
 class ProgAttachAttr(BpfAttr):
@@ -1033,6 +1174,12 @@ class TestRunAttr(BpfAttr):
         ("batch_size", u32, "5.18"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        "data_in": (Pointer(Direction.IN, FieldTimes("data_size_in")),),
+        "data_out": (Pointer(Direction.OUT, FieldTimes("data_size_out")),),
+        "ctx_in": (Pointer(Direction.IN, FieldTimes("ctx_size_in")),),
+        "ctx_out": (Pointer(Direction.OUT, FieldTimes("ctx_size_out")),),
+    }
 
 
 class GetIdAttr(BpfAttr):
@@ -1074,6 +1221,7 @@ class InfoByFdAttr(BpfAttr):
         ("info", u64, "4.13"),
     )
     _fields_ = fields(_spec_)
+    pointers = {"info": (Pointer(Direction.INOUT, ObjectInfo(FieldTimes("info_len"))),)}
 
 
 class ProgQueryAttr(BpfAttr):
@@ -1093,6 +1241,10 @@ class ProgQueryAttr(BpfAttr):
         ("revision", u64, "6.6"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        name: (Pointer(Direction.OUT, FieldTimes("prog_cnt", 4)),)
+        for name in ("prog_ids", "prog_attach_flags", "link_ids", "link_attach_flags")
+    }
 
 
 class RawTracepointOpenAttr(BpfAttr):
@@ -1105,6 +1257,7 @@ class RawTracepointOpenAttr(BpfAttr):
         ("cookie", u64, "6.10"),
     )
     _fields_ = fields(_spec_)
+    pointers = {"name": (Pointer(Direction.IN, CString(128)),)}
 
 
 class BtfLoadAttr(BpfAttr):
@@ -1120,6 +1273,10 @@ class BtfLoadAttr(BpfAttr):
         ("btf_token_fd", s32, "6.9"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        "btf": (Pointer(Direction.IN, FieldTimes("btf_size")),),
+        "btf_log_buf": (Pointer(Direction.OUT, FieldTimes("btf_log_size")),),
+    }
 
 
 class PerfEventLinkOpts(AbiStruct):
@@ -1347,6 +1504,21 @@ class BpfProgInfo(AbiStruct):
         ("_pad1", u32, "6.0"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        "jited_prog_insns": (Pointer(Direction.OUT, FieldTimes("jited_prog_len")),),
+        "xlated_prog_insns": (Pointer(Direction.OUT, FieldTimes("xlated_prog_len")),),
+        "map_ids": (Pointer(Direction.OUT, FieldTimes("nr_map_ids", 4)),),
+        "jited_ksyms": (Pointer(Direction.OUT, FieldTimes("nr_jited_ksyms", 8)),),
+        "jited_func_lens": (Pointer(Direction.OUT, FieldTimes("nr_jited_func_lens", 4)),),
+        "func_info": (Pointer(Direction.OUT, FieldProduct("nr_func_info", "func_info_rec_size")),),
+        "line_info": (Pointer(Direction.OUT, FieldProduct("nr_line_info", "line_info_rec_size")),),
+        "jited_line_info": (
+            Pointer(
+                Direction.OUT, FieldProduct("nr_jited_line_info", "jited_line_info_rec_size")
+            ),
+        ),
+        "prog_tags": (Pointer(Direction.OUT, FieldTimes("nr_prog_tags", 8)),),
+    }
 
     @property
     def gpl_compatible(self) -> bool:
@@ -1378,6 +1550,7 @@ class BpfMapInfo(AbiStruct):
         ("hash_size", u32, "6.18"),
     )
     _fields_ = fields(_spec_)
+    pointers = {"hash": (Pointer(Direction.OUT, FieldTimes("hash_size")),)}
 
 
 class RawTracepointLinkInfo(AbiStruct):
@@ -1579,6 +1752,20 @@ class BpfLinkInfo(AbiStruct):
         ("u", LinkInfoUnion, "5.8"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        "raw_tracepoint.tp_name": (
+            Pointer(Direction.OUT, FieldTimes("raw_tracepoint.tp_name_len")),
+        ),
+        "perf_event.tracepoint.tp_name": (
+            Pointer(Direction.OUT, FieldTimes("perf_event.tracepoint.name_len")),
+        ),
+        "perf_event.kprobe.func_name": (
+            Pointer(Direction.OUT, FieldTimes("perf_event.kprobe.name_len")),
+        ),
+        "perf_event.uprobe.file_name": (
+            Pointer(Direction.OUT, FieldTimes("perf_event.uprobe.name_len")),
+        ),
+    }
 
 
 class BpfBtfInfo(AbiStruct):
@@ -1594,6 +1781,10 @@ class BpfBtfInfo(AbiStruct):
         ("kernel_btf", u32, "5.11"),
     )
     _fields_ = fields(_spec_)
+    pointers = {
+        "btf": (Pointer(Direction.OUT, FieldTimes("btf_size")),),
+        "name": (Pointer(Direction.OUT, FieldTimes("name_len")),),
+    }
 
 
 class BpfPerfEventType(VersionedEnum):
