@@ -17,6 +17,7 @@ import enum
 import errno
 import functools
 import mmap
+import os
 import random
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,8 +67,9 @@ class KernelConfig:
     seed: int = 0
     start_ns: int = attrs.field(default=1_000_000_000, validator=attrs.validators.ge(0))
     """The virtual clock at boot (CLOCK_MONOTONIC ns)."""
-    pid: int = 4242
-    """The pid (and tgid) of the simulated current task."""
+    pid: int = attrs.field(factory=os.getpid)
+    """The pid (and tgid) of the simulated current task: by default this process's, so that
+    tools passing their own pid (perf_event_open, uprobes) find themselves."""
     comm: str = "python3"
 
     @online_cpus.validator

@@ -249,6 +249,17 @@ def has_pmu(backend: Backend, pmu: str) -> bool:
 
 @pytest.fixture
 def tracefs(backend: Backend) -> str:
+    """The tracefs root of the backend under test."""
+    return tracefs_root(backend)
+
+
+@pytest.fixture
+def live_tracefs(live: Backend) -> str:
+    """The live kernel's tracefs root (for tests that count real syscalls)."""
+    return tracefs_root(live)
+
+
+def tracefs_root(backend: Backend) -> str:
     """The tracefs root; on the live kernel it is mounted at /sys/kernel/tracing if needed."""
     if isinstance(backend, LiveBackend) and not os.path.exists(
         f"{TRACEFS_ROOTS[0]}/{TRACEFS_MARKER}"
@@ -673,7 +684,7 @@ def test_tracepoint_all_processes_on_cpu0_and_caller_on_any_cpu(
         assert perf_event_ioctl(caller, Enable()) == 0
 
 
-def test_tracepoint_counts_the_callers_syscalls(live: Backend, tracefs: str) -> None:
+def test_tracepoint_counts_the_callers_syscalls(live: Backend, live_tracefs: str) -> None:
     with perf_event_open_trace_point(*TRACEPOINT, pid=0) as fd:
         perf_event_ioctl(fd, Reset())
         before = read_count(fd)
@@ -863,6 +874,15 @@ def kprobe_pmu(backend: Backend) -> None:
 
 @pytest.fixture
 def uprobe_pmu(backend: Backend) -> None:
+    need_uprobe_pmu(backend)
+
+
+@pytest.fixture
+def live_uprobe_pmu(live: Backend) -> None:
+    need_uprobe_pmu(live)
+
+
+def need_uprobe_pmu(backend: Backend) -> None:
     if not has_pmu(backend, "uprobe"):
         pytest.skip(f"no uprobe PMU on this kernel ({PMU_ROOT}/uprobe is absent)")
 
@@ -915,7 +935,7 @@ def test_uprobe_on_libc_getpid_opens(
         assert info.value.errno == errno.EINVAL
 
 
-def test_uprobe_counts_calls(live: Backend, uprobe_pmu: None, no_fd_leak: None) -> None:
+def test_uprobe_counts_calls(live: Backend, live_uprobe_pmu: None, no_fd_leak: None) -> None:
     path = libc_path()
     with perf_event_open_probe(
         ProbeKind.UPROBE, Path(path), symbol_file_offset(path, "getpid"), os.getpid()
