@@ -54,10 +54,10 @@ class FieldTimes(NamedTuple):
 
 
 class FieldProduct(NamedTuple):
-    """Length: field `count` times field `size` (an array of records of a given size)."""
+    """Length: field `count_field` times field `size_field` (an array of records)."""
 
-    count: str
-    size: str
+    count_field: str
+    size_field: str
 
 
 class CString(NamedTuple):
@@ -67,19 +67,20 @@ class CString(NamedTuple):
 
 
 class MapKeySize(NamedTuple):
-    """Length: the key_size of the map whose fd is in field `map_field`, times field `count`
-    (None: one key)."""
+    """Length: the key_size of the map whose fd is in field `map_field`, times field
+    `count_field` (None: one key)."""
 
     map_field: str = "map_fd"
-    count: str | None = None
+    count_field: str | None = None
 
 
 class MapValueSize(NamedTuple):
     """Length: the user-space value size of the map behind `map_field` (for per-CPU maps
-    round_up(value_size, 8) times the possible CPUs), times field `count` (None: one value)."""
+    round_up(value_size, 8) times the possible CPUs), times field `count_field` (None: one
+    value)."""
 
     map_field: str = "map_fd"
-    count: str | None = None
+    count_field: str | None = None
 
 
 class MapBatchToken(NamedTuple):
@@ -1057,16 +1058,16 @@ class MapBatchAttr(BpfAttr):
         "in_batch": (Pointer(Direction.IN, MapBatchToken()),),
         "out_batch": (Pointer(Direction.OUT, MapBatchToken(), _LOOKUPS),),
         "keys": (
-            Pointer(Direction.OUT, MapKeySize(count="count"), _LOOKUPS),
+            Pointer(Direction.OUT, MapKeySize(count_field="count"), _LOOKUPS),
             Pointer(
                 Direction.IN,
-                MapKeySize(count="count"),
+                MapKeySize(count_field="count"),
                 (BpfCmd.MAP_UPDATE_BATCH, BpfCmd.MAP_DELETE_BATCH),
             ),
         ),
         "values": (
-            Pointer(Direction.OUT, MapValueSize(count="count"), _LOOKUPS),
-            Pointer(Direction.IN, MapValueSize(count="count"), (BpfCmd.MAP_UPDATE_BATCH,)),
+            Pointer(Direction.OUT, MapValueSize(count_field="count"), _LOOKUPS),
+            Pointer(Direction.IN, MapValueSize(count_field="count"), (BpfCmd.MAP_UPDATE_BATCH,)),
         ),
     }
 

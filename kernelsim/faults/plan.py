@@ -29,6 +29,7 @@ import enum
 import errno as _errno
 import fnmatch
 import random
+from collections.abc import Iterable
 from typing import Final
 
 import attrs
@@ -36,12 +37,12 @@ import attrs
 from bpfsys.abi import BpfCmd, perf_ioctl_name
 
 __all__ = [
+    "NO_FAULTS",
     "Call",
     "FaultPlan",
     "FaultRule",
     "Injector",
     "Match",
-    "NO_FAULTS",
     "RingFault",
     "RingInjector",
     "RingRule",
@@ -108,7 +109,7 @@ class Match:
     """Which calls a rule counts (rule 1): None fields match anything."""
 
     syscall: Syscall | None = attrs.field(default=None, converter=_optional_syscall)
-    command: int | None = None
+    command: int | None = attrs.field(default=None)
     path: str | None = None
     """An fnmatch pattern for the path of read_file / write_file."""
 
@@ -205,12 +206,20 @@ class RingRule:
         return f"{self.fault.value} ring record, {_when(self.nth, self.probability, self.seed)}"
 
 
+def _call_rules(rules: Iterable[FaultRule]) -> tuple[FaultRule, ...]:
+    return tuple(rules)
+
+
+def _ring_rules(rules: Iterable[RingRule]) -> tuple[RingRule, ...]:
+    return tuple(rules)
+
+
 @attrs.frozen
 class FaultPlan:
     """The rules of one run: call rules (`rules`) and ring rules (`ring`)."""
 
-    rules: tuple[FaultRule, ...] = attrs.field(default=(), converter=tuple)
-    ring: tuple[RingRule, ...] = attrs.field(default=(), converter=tuple)
+    rules: tuple[FaultRule, ...] = attrs.field(default=(), converter=_call_rules)
+    ring: tuple[RingRule, ...] = attrs.field(default=(), converter=_ring_rules)
 
     @classmethod
     def fail_call(cls, index: int, err: int) -> FaultPlan:

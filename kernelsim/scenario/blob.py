@@ -59,9 +59,13 @@ def _trimmed(data: bytes) -> tuple[bytes, int]:
     return data.rstrip(b"\0"), len(data)
 
 
+SHORT: Final = 16
+"""Blobs up to this size are always plain hex."""
+
+
 def _bytes_form(data: bytes) -> Any:
     body, size = _trimmed(data)
-    if len(body) == size:
+    if len(body) == size or size <= SHORT:
         return data.hex()
     return {"hex": body.hex(), "len": size}
 
@@ -110,12 +114,13 @@ def encode_blob(data: bytes, form: Form, symbols: SymbolTable, space: str = "") 
     if form is Form.INSNS:
         lines = _insn_lines(data, symbols)
         return _bytes_form(data) if lines is None else {"insns": lines}
-    if form in (Form.FD, Form.ID) and len(data) == 4:
-        (value,) = _U32.unpack(data)
+    if form in (Form.FD, Form.ID) and len(data) in (4, 8) and not any(data[4:]):
+        (value,) = _U32.unpack(data[:4])
+        extra = {"len": len(data)} if len(data) == 8 else {}
         if form is Form.FD:
             name = symbols.fd_symbol(value)
-            return {"fd": name} if name is not None else data.hex()
-        return {"id": symbols.id_symbol(space, value)} if value else data.hex()
+            return {"fd": name, **extra} if name is not None else data.hex()
+        return {"id": symbols.id_symbol(space, value), **extra} if value else data.hex()
     if form is Form.IDS and len(data) % 4 == 0:
         values = [v for (v,) in _U32.iter_unpack(data)]
         while values and values[-1] == 0:
@@ -180,9 +185,7 @@ def decode_blob(value: Any, symbols: SymbolTable) -> bytes:
             ids = value["ids"]
             if not isinstance(ids, list):
                 raise BlobError("ids must be a list")
-            body = b"".join(
-                _U32.pack(_symbol_value(v, symbols, "id") & 0xFFFFFFFF) for v in ids
-            )
+            body = b"".join(_U32.pack(_symbol_value(v, symbols, "id") & 0xFFFFFFFF) for v in ids)
             return _pad(body, value)
         if "insns" in value:
             return _pad(_assemble(value["insns"], symbols), value)

@@ -1,0 +1,370 @@
+"""The kernelsim pytest plugin: simulated and live kernels as fixtures, with leak checks.
+
+Registered through the ``pytest11`` entry point, so installing kernelsim enables it.
+
+Fixtures
+--------
+``sim_kernel``
+    A fresh `kernelsim.Kernel`, configured by the ``kernel`` marker.
+``sim_backend``
+    A `SimBackend` over ``sim_kernel``, made current (`bpfsys.backend.use_backend`) for the test.
+``bpf_backend``
+    Parametrized over the backends ``--bpf-backend`` names (``sim``, ``live``; default ``sim``,
+    or $KERNELSIM_TEST_BACKENDS when set), made current. ``sim`` is ``sim_backend``; ``live``
+    is a `LiveBackend` -- skipped, with the reason, where this process may not use bpf() -- and,
+    with ``--record-scenarios DIR``, the recorder around it.
+``sim_backend_factory``
+    ``make(**config)`` -> a new `SimBackend` over ``Kernel(KernelConfig(**config))``, the
+    ``kernel`` marker's settings as defaults; not made current.
+
+Markers
+-------
+``@pytest.mark.kernel(version="5.4", cpus=4, privileges="cap_bpf", ...)``
+    Any `KernelConfig` field, for the simulated kernels of the test (the closest marker wins
+    per field). The live kernel is what it is: the marker does not apply to it.
+``@pytest.mark.allow_leaks``
+    Opt out of the leak check.
+
+Leak check
+----------
+At teardown, after the test's other fixtures are gone, a `kernelsim.faults.LeakCheck` made at
+setup names what the test left: on every simulated kernel the simulated fds still open and the
+kernel objects alive once every fd is closed and every pin removed (pinned objects are no
+leak); in the process the fds and mappings of kernel objects gained (how the live kernel's
+leaks show). Any leak fails the test at teardown, with the names.
+
+Property-based tests cannot use function-scoped fixtures; `checked_sim_backend(**config)` is
+the same simulated backend and leak check as a context manager, and the state machines and
+writers of `kernelsim.strategies` are re-exported here (imported when first used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import importlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import pytest
+
+from bpfsys.backend import Backend, LiveBackend, use_backend
+
+if TYPE_CHECKING:
+    from kernelsim.backend import SimBackend
+    from kernelsim.faults.leaks import LeakCheck
+    from kernelsim.kernel import Kernel, KernelConfig
+    from kernelsim.strategies import (
+        ModelPerfWriter,
+        ModelRingBufWriter,
+        PerfRingWriter,
+        ProgramPerfWriter,
+        ProgramRingBufWriter,
+        RingBufWriter,
+        SimPerfWriter,
+        payload,
+        perf_ring_machine,
+        program_writer_unavailable,
+        ringbuf_machine,
+    )
+
+__all__ = [
+    "BACKEND_NAMES",
+    "ModelPerfWriter",
+    "ModelRingBufWriter",
+    "PerfRingWriter",
+    "ProgramPerfWriter",
+    "ProgramRingBufWriter",
+    "RingBufWriter",
+    "SimPerfWriter",
+    "bpf_backend",
+    "checked_sim_backend",
+    "kernel_config",
+    "live_unavailable_reason",
+    "payload",
+    "perf_ring_machine",
+    "program_writer_unavailable",
+    "ringbuf_machine",
+    "sim_backend",
+    "sim_backend_factory",
+    "sim_kernel",
+]
+
+BACKEND_NAMES: Final = ("sim", "live")
+BACKENDS_ENV: Final = "KERNELSIM_TEST_BACKENDS"
+RECORDER: Final = ("kernelsim.scenario", "RecordingBackend")
+"""Where the scenario recorder lives: module and class."""
+_STRATEGY_EXPORTS: Final = frozenset(
+    {
+        "ModelPerfWriter",
+        "ModelRingBufWriter",
+        "PerfRingWriter",
+        "ProgramPerfWriter",
+        "ProgramRingBufWriter",
+        "RingBufWriter",
+        "SimPerfWriter",
+        "payload",
+        "perf_ring_machine",
+        "program_writer_unavailable",
+        "ringbuf_machine",
+    }
+)
+_backends_key = pytest.StashKey[tuple[str, ...]]()
+_recorder_key = pytest.StashKey["tuple[Path, Callable[[Backend, Path], Backend]] | None"]()
+_UNSAFE_PATH_CHARS: Final = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def __getattr__(name: str) -> Any:
+    """The re-exports of `kernelsim.strategies`, imported on first use (hypothesis is a test
+    dependency; the plugin loads in every pytest run)."""
+    if name in _STRATEGY_EXPORTS:
+        return getattr(importlib.import_module("kernelsim.strategies"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kernelsim", "kernelsim: simulated and live bpf backends")
+    group.addoption(
+        "--bpf-backend",
+        dest="bpf_backends",
+        metavar="NAMES",
+        default=None,
+        help=(
+            "comma-separated backends the bpf_backend fixture runs on: sim, live "
+            f"(default: ${BACKENDS_ENV} when set, else sim)"
+        ),
+    )
+    group.addoption(
+        "--record-scenarios",
+        dest="record_scenarios",
+        metavar="DIR",
+        default=None,
+        help="record each live bpf_backend test as a scenario file in DIR",
+    )
+
+
+def _chosen_backends(config: pytest.Config) -> tuple[str, ...]:
+    text = config.getoption("bpf_backends") or os.environ.get(BACKENDS_ENV) or "sim"
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in BACKEND_NAMES]
+    if unknown or not names:
+        raise pytest.UsageError(
+            f"--bpf-backend: unknown backend(s) {unknown or [text]}; choose from "
+            f"{', '.join(BACKEND_NAMES)}"
+        )
+    return names
+
+
+def _recorder(config: pytest.Config) -> tuple[Path, Callable[[Backend, Path], Backend]] | None:
+    folder = config.getoption("record_scenarios")
+    if folder is None:
+        return None
+    module, name = RECORDER
+    try:
+        recorder: Callable[[Backend, Path], Backend] = getattr(
+            importlib.import_module(module), name
+        )
+    except (ImportError, AttributeError):
+        raise pytest.UsageError(
+            f"--record-scenarios: recording is not available in this version of kernelsim "
+            f"({module}.{name} does not exist)"
+        ) from None
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return path, recorder
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "kernel(**config): KernelConfig fields (version, cpus, privileges, ...) for the "
+        "test's simulated kernels",
+    )
+    config.addinivalue_line(
+        "markers", "allow_leaks: do not fail the test for the fds, mappings or objects it leaks"
+    )
+    config.stash[_backends_key] = _chosen_backends(config)
+    config.stash[_recorder_key] = _recorder(config)
+
+
+def _parametrized_by_test(metafunc: pytest.Metafunc, argname: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if argname in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bpf_backend" in metafunc.fixturenames and not _parametrized_by_test(
+        metafunc, "bpf_backend"
+    ):
+        names = metafunc.config.stash[_backends_key]
+        metafunc.parametrize("bpf_backend", names, indirect=True, ids=names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels and leak checks
+# ---------------------------------------------------------------------------------------------
+def kernel_config(node: pytest.Item | None = None, **overrides: Any) -> KernelConfig:
+    """The KernelConfig of the ``kernel`` markers on `node` (the closest wins per field), with
+    `overrides` on top; ValueError naming the problem for bad settings."""
+    from kernelsim.kernel import KernelConfig
+
+    settings: dict[str, Any] = {}
+    for mark in reversed(list(node.iter_markers("kernel")) if node is not None else []):
+        if mark.args:
+            raise ValueError(
+                "@pytest.mark.kernel takes KernelConfig fields as keyword arguments only, "
+                f"got {mark.args!r}"
+            )
+        settings.update(mark.kwargs)
+    settings.update(overrides)
+    try:
+        return KernelConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"kernel config {settings!r}: {exc}") from None
+
+
+def _new_kernel(node: pytest.Item, check: LeakCheck, **overrides: Any) -> Kernel:
+    """A watched kernel configured for `node`; a bad configuration fails the test."""
+    from kernelsim.kernel import Kernel
+
+    try:
+        config = kernel_config(node, **overrides)
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        return check.watch(Kernel(config))
+    pytest.fail(f"{node.nodeid}: {problem}", pytrace=False)
+
+
+def _leak_failure(node: pytest.Item, leaks: list[str]) -> None:
+    if leaks and node.get_closest_marker("allow_leaks") is None:
+        listing = "\n".join(f"  - {leak}" for leak in leaks)
+        pytest.fail(
+            f"{node.nodeid} leaked (mark it allow_leaks to accept this):\n{listing}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def kernelsim_leak_check(request: pytest.FixtureRequest) -> Iterator[LeakCheck]:
+    """The test's leak check: set up before the kernels it watches, finished after them."""
+    from kernelsim.faults.leaks import LeakCheck
+
+    check = LeakCheck()
+    yield check
+    _leak_failure(request.node, check.finish())
+
+
+@pytest.fixture
+def sim_kernel(request: pytest.FixtureRequest, kernelsim_leak_check: LeakCheck) -> Kernel:
+    """A fresh simulated kernel configured by the ``kernel`` marker; leak-checked."""
+    return _new_kernel(request.node, kernelsim_leak_check)
+
+
+@pytest.fixture
+def sim_backend(sim_kernel: Kernel) -> Iterator[SimBackend]:
+    """A SimBackend over ``sim_kernel``, current for the test."""
+    from kernelsim.backend import SimBackend
+
+    backend = SimBackend(sim_kernel)
+    with use_backend(backend):
+        yield backend
+
+
+@pytest.fixture
+def sim_backend_factory(
+    request: pytest.FixtureRequest, kernelsim_leak_check: LeakCheck
+) -> Callable[..., SimBackend]:
+    """``make(**config)``: a SimBackend over a new kernel, the marker's settings as defaults."""
+    from kernelsim.backend import SimBackend
+
+    def make(**config: Any) -> SimBackend:
+        return SimBackend(_new_kernel(request.node, kernelsim_leak_check, **config))
+
+    return make
+
+
+@cache
+def live_unavailable_reason() -> str | None:
+    """Why the live kernel cannot be used by this process, or None when bpf() works (a
+    one-entry ARRAY map is created and closed to find out)."""
+    from bpfsys.abi import BpfCmd, MapCreateAttr, MapType
+
+    try:
+        backend = LiveBackend()
+    except OSError as exc:
+        return f"no live backend on this machine: {exc}"
+    attr = MapCreateAttr(map_type=MapType.ARRAY, key_size=4, value_size=4, max_entries=1)
+    try:
+        fd = backend.bpf(BpfCmd.MAP_CREATE, attr, len(bytes(attr)))
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            return f"live kernel: bpf() not permitted for this process ({os.strerror(exc.errno)})"
+        return f"live kernel: bpf() unavailable ({exc})"
+    backend.close(fd)
+    return None
+
+
+def _scenario_path(folder: Path, node: pytest.Item) -> Path:
+    return folder / (_UNSAFE_PATH_CHARS.sub("_", node.nodeid).strip("_") + ".scenario")
+
+
+@pytest.fixture
+def bpf_backend(
+    request: pytest.FixtureRequest, kernelsim_leak_check: LeakCheck
+) -> Iterator[Backend]:
+    """Each backend of ``--bpf-backend`` in turn, current for the test."""
+    name = getattr(request, "param", request.config.stash[_backends_key][0])
+    if name == "sim":
+        yield request.getfixturevalue("sim_backend")
+        return
+    reason = live_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    backend: Backend = LiveBackend()
+    recording = request.config.stash[_recorder_key]
+    with contextlib.ExitStack() as stack:
+        if recording is not None:
+            folder, recorder = recording
+            backend = recorder(backend, _scenario_path(folder, request.node))
+            if isinstance(backend, contextlib.AbstractContextManager):
+                stack.enter_context(backend)
+        stack.enter_context(use_backend(backend))
+        yield backend
+
+
+# ---------------------------------------------------------------------------------------------
+# Without fixtures
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def checked_sim_backend(**config: Any) -> Iterator[SimBackend]:
+    """A SimBackend over a new ``Kernel(KernelConfig(**config))``, current inside the block;
+    on a clean exit, AssertionError naming whatever the block leaked (the kernel is torn down
+    either way). For tests that cannot take fixtures, as hypothesis tests."""
+    from kernelsim.backend import SimBackend
+    from kernelsim.faults.leaks import LeakCheck
+    from kernelsim.kernel import Kernel
+
+    check = LeakCheck()
+    backend = SimBackend(check.watch(Kernel(kernel_config(None, **config))))
+    try:
+        with use_backend(backend):
+            yield backend
+    except BaseException:
+        check.finish()
+        raise
+    leaks = check.finish()
+    if leaks:
+        raise AssertionError("leaked:\n" + "\n".join(f"  - {leak}" for leak in leaks))
