@@ -1514,9 +1514,7 @@ class BpfProgInfo(AbiStruct):
         "func_info": (Pointer(Direction.OUT, FieldProduct("nr_func_info", "func_info_rec_size")),),
         "line_info": (Pointer(Direction.OUT, FieldProduct("nr_line_info", "line_info_rec_size")),),
         "jited_line_info": (
-            Pointer(
-                Direction.OUT, FieldProduct("nr_jited_line_info", "jited_line_info_rec_size")
-            ),
+            Pointer(Direction.OUT, FieldProduct("nr_jited_line_info", "jited_line_info_rec_size")),
         ),
         "prog_tags": (Pointer(Direction.OUT, FieldTimes("nr_prog_tags", 8)),),
     }

@@ -242,16 +242,26 @@ _current: ContextVar[Backend | None] = ContextVar("bpfsys_backend", default=None
 _default: Backend | None = None
 
 BACKEND_ENV = "BPFSYS_BACKEND"
-"""Names the default backend: `live` (the default) or `sim` with options, as
-`sim:kernel=5.4,cpus=4` (see `backend_from_spec`)."""
+"""Names the default backend: `live` (the default), `sim` with options, as
+`sim:kernel=5.4,cpus=4`, `record:PATH` or `replay:PATH` (see `backend_from_spec`)."""
 
 
 def backend_from_spec(spec: str) -> Backend:
-    """A backend from its text form: `live`, or `sim[:key=value,...]` where the keys are
-    KernelConfig fields (`kernel` is short for `version`). ValueError for anything else."""
+    """A backend from its text form. ValueError for anything else.
+
+    * `live`;
+    * `sim[:key=value,...]`: the keys are KernelConfig fields (`kernel` is short for `version`);
+    * `record:PATH[;INNER]`: the INNER backend (a spec, default `live`) recording every call to
+      the scenario file PATH (`kernelsim.scenario.RecordingBackend`), closed at interpreter
+      exit; PATH cannot contain ";";
+    * `replay:PATH`: the scenario file PATH served with no kernel
+      (`kernelsim.scenario.ReplayBackend`); at interpreter exit it checks that every recorded
+      call was made."""
     kind, _, options = spec.strip().partition(":")
     if kind == "live" and not options:
         return LiveBackend()
+    if kind in ("record", "replay") and options:
+        return _scenario_backend(kind, options)
     if kind == "sim":
         from kernelsim import Kernel, KernelConfig, SimBackend
 
@@ -266,7 +276,34 @@ def backend_from_spec(spec: str) -> Backend:
             return SimBackend(Kernel(KernelConfig(**config)))
         except TypeError as exc:
             raise ValueError(f"{BACKEND_ENV}: {exc}") from None
-    raise ValueError(f"{BACKEND_ENV}: unknown backend {spec!r} (expected live or sim[:options])")
+    raise ValueError(
+        f"{BACKEND_ENV}: unknown backend {spec!r} "
+        "(expected live, sim[:options], record:PATH[;inner] or replay:PATH)"
+    )
+
+
+RECORD_SOURCE_ENV = "KERNELSIM_RECORD_SOURCE"
+"""What a `record:` backend writes as the scenario's source (the recorded command)."""
+
+
+def _scenario_backend(kind: str, options: str) -> Backend:
+    """`record:PATH[;INNER]` or `replay:PATH` (see `backend_from_spec`)."""
+    import atexit
+
+    from kernelsim.scenario import RecordingBackend, ReplayBackend, ScenarioError
+
+    if kind == "record":
+        path, _, inner = options.partition(";")
+        source = os.environ.get(RECORD_SOURCE_ENV)
+        recorder = RecordingBackend(backend_from_spec(inner or "live"), path, source=source)
+        atexit.register(recorder.close_recording)
+        return recorder
+    try:
+        replay = ReplayBackend(options)
+    except ScenarioError as exc:
+        raise ValueError(f"{BACKEND_ENV}: {exc}") from None
+    atexit.register(replay.finish)
+    return replay
 
 
 def current_backend() -> Backend:

@@ -8,6 +8,9 @@ eventfd carries readiness: `set_ready(obj)` makes every fd of `obj` readable, `c
 drains them. Installing an fd hands it one reference of the object; closing the fd first tells the
 object (`file_closed`), then drops that reference. Each fd has its own access mode (O_RDONLY,
 O_WRONLY or O_RDWR, as the file's f_mode): a map fd opened read-only refuses writes.
+
+`FileTable` is what the kernel needs of a table: `FdTable` is this process's; another process's
+(`kernelsim.exec.remote_fds.RemoteFdTable`, fds of a program run by `kernelsim exec`) fits it too.
 """
 
 from __future__ import annotations
@@ -15,12 +18,34 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from kernelsim.errors import fail
 from kernelsim.objects import KernelObject
 
 _Obj = TypeVar("_Obj", bound=KernelObject)
+
+
+class FileTable(Protocol):
+    """The calls the kernel's subsystems make on the caller's fd table (as `FdTable` has them)."""
+
+    def install(self, obj: KernelObject, mode: int = os.O_RDWR) -> int: ...
+
+    def install_new_ref(self, obj: KernelObject, mode: int = os.O_RDWR) -> int: ...
+
+    def mode(self, fd: int) -> int: ...
+
+    def get(self, fd: int, cls: type[_Obj], wrong_type: int = errno.EINVAL) -> _Obj: ...
+
+    def lookup(self, fd: int) -> KernelObject | None: ...
+
+    def close(self, fd: int) -> None: ...
+
+    def set_ready(self, obj: KernelObject) -> None: ...
+
+    def clear_ready(self, obj: KernelObject) -> None: ...
+
+    def open_fds(self) -> list[int]: ...
 
 
 class FdTable:

@@ -26,7 +26,7 @@ import attrs
 
 from bpfsys.kversion import KernelVersion, to_version
 from kernelsim.errors import fail
-from kernelsim.fdtable import FdTable
+from kernelsim.fdtable import FdTable, FileTable
 from kernelsim.objects import ObjectRegistry
 from kernelsim.profile import Profile
 from kernelsim.usermem import ProcessMemory, UserMemory
@@ -100,7 +100,7 @@ class Kernel:
         self.profile = Profile(self.config.version)
         self.memory: UserMemory = ProcessMemory() if memory is None else memory
         self.objects = ObjectRegistry()
-        self.fds = FdTable()
+        self.fds: FileTable = FdTable()
         self.vfs = Vfs()
         self.random = random.Random(self.config.seed)
         self.now_ns = self.config.start_ns
@@ -147,6 +147,31 @@ class Kernel:
             raise ValueError("the clock only moves forward")
         self.now_ns += ns
         return self.now_ns
+
+    # -- events for tests (kernelsim.triggers) -------------------------------------------------
+    def fire_tracepoint(self, name: str, fields: Any = None, **options: Any) -> Any:
+        """kernelsim.triggers.fire_tracepoint on this kernel."""
+        from kernelsim.triggers import fire_tracepoint
+
+        return fire_tracepoint(self, name, fields, **options)
+
+    def fire_kprobe(self, symbol: str, regs: Any = None, **options: Any) -> Any:
+        """kernelsim.triggers.fire_kprobe on this kernel."""
+        from kernelsim.triggers import fire_kprobe
+
+        return fire_kprobe(self, symbol, regs, **options)
+
+    def fire_uprobe(self, path: str, offset: int, regs: Any = None, **options: Any) -> Any:
+        """kernelsim.triggers.fire_uprobe on this kernel."""
+        from kernelsim.triggers import fire_uprobe
+
+        return fire_uprobe(self, path, offset, regs, **options)
+
+    def tick(self, cpu: int, ns: int, **options: Any) -> Any:
+        """kernelsim.triggers.tick on this kernel: `ns` of time on `cpu`, clock events fire."""
+        from kernelsim.triggers import tick
+
+        return tick(self, cpu, ns, **options)
 
     # -- inspection for tests -----------------------------------------------------------------
     def open_fds(self) -> list[int]:

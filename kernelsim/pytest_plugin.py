@@ -89,6 +89,7 @@ __all__ = [
     "perf_ring_machine",
     "program_writer_unavailable",
     "ringbuf_machine",
+    "scenario_path",
     "sim_backend",
     "sim_backend_factory",
     "sim_kernel",
@@ -96,8 +97,6 @@ __all__ = [
 
 BACKEND_NAMES: Final = ("sim", "live")
 BACKENDS_ENV: Final = "KERNELSIM_TEST_BACKENDS"
-RECORDER: Final = ("kernelsim.scenario", "RecordingBackend")
-"""Where the scenario recorder lives: module and class."""
 _STRATEGY_EXPORTS: Final = frozenset(
     {
         "ModelPerfWriter",
@@ -114,7 +113,7 @@ _STRATEGY_EXPORTS: Final = frozenset(
     }
 )
 _backends_key = pytest.StashKey[tuple[str, ...]]()
-_recorder_key = pytest.StashKey["tuple[Path, Callable[[Backend, Path], Backend]] | None"]()
+_record_key = pytest.StashKey[Path | None]()
 _UNSAFE_PATH_CHARS: Final = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -162,23 +161,16 @@ def _chosen_backends(config: pytest.Config) -> tuple[str, ...]:
     return names
 
 
-def _recorder(config: pytest.Config) -> tuple[Path, Callable[[Backend, Path], Backend]] | None:
+def _record_folder(config: pytest.Config) -> Path | None:
     folder = config.getoption("record_scenarios")
     if folder is None:
         return None
-    module, name = RECORDER
-    try:
-        recorder: Callable[[Backend, Path], Backend] = getattr(
-            importlib.import_module(module), name
-        )
-    except (ImportError, AttributeError):
-        raise pytest.UsageError(
-            f"--record-scenarios: recording is not available in this version of kernelsim "
-            f"({module}.{name} does not exist)"
-        ) from None
     path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    return path, recorder
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise pytest.UsageError(f"--record-scenarios: cannot make {folder}: {exc}") from None
+    return path
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -191,7 +183,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "allow_leaks: do not fail the test for the fds, mappings or objects it leaks"
     )
     config.stash[_backends_key] = _chosen_backends(config)
-    config.stash[_recorder_key] = _recorder(config)
+    config.stash[_record_key] = _record_folder(config)
 
 
 def _parametrized_by_test(metafunc: pytest.Metafunc, argname: str) -> bool:
@@ -317,8 +309,10 @@ def live_unavailable_reason() -> str | None:
     return None
 
 
-def _scenario_path(folder: Path, node: pytest.Item) -> Path:
-    return folder / (_UNSAFE_PATH_CHARS.sub("_", node.nodeid).strip("_") + ".scenario")
+def scenario_path(folder: Path, node: pytest.Item) -> Path:
+    """Where ``--record-scenarios`` records the live run of `node`: its node id, made a file
+    name, with the ``.jsonl`` of scenario files."""
+    return folder / (_UNSAFE_PATH_CHARS.sub("_", node.nodeid).strip("_") + ".jsonl")
 
 
 @pytest.fixture
@@ -333,16 +327,17 @@ def bpf_backend(
     reason = live_unavailable_reason()
     if reason is not None:
         pytest.skip(reason)
-    backend: Backend = LiveBackend()
-    recording = request.config.stash[_recorder_key]
-    with contextlib.ExitStack() as stack:
-        if recording is not None:
-            folder, recorder = recording
-            backend = recorder(backend, _scenario_path(folder, request.node))
-            if isinstance(backend, contextlib.AbstractContextManager):
-                stack.enter_context(backend)
-        stack.enter_context(use_backend(backend))
-        yield backend
+    folder = request.config.stash[_record_key]
+    if folder is None:
+        with use_backend(LiveBackend()) as live:
+            yield live
+        return
+    from kernelsim.scenario import RecordingBackend
+
+    path = scenario_path(folder, request.node)
+    source = f"pytest {request.node.nodeid}"
+    with RecordingBackend(LiveBackend(), path, source=source) as recorder, use_backend(recorder):
+        yield recorder
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ SUBSYSTEM_MODULES: Final[tuple[str, ...]] = (
     "kernelsim.stats",
     "kernelsim.tracefs",
     "kernelsim.perf.pmu",
+    "kernelsim.helpers",
 )
 
 

@@ -396,13 +396,18 @@ class Tracefs:
         return "".join(lines).encode()
 
     # -- the trace buffer -----------------------------------------------------------------------
-    def trace_printk(self, message: bytes, cpu: int = 0) -> None:
-        """Append a bpf_trace_printk line to the trace buffer (read back from trace_pipe)."""
+    def trace_printk(
+        self, message: bytes, cpu: int = 0, *, pid: int | None = None, comm: str | None = None
+    ) -> None:
+        """Append a bpf_trace_printk line to the trace buffer (read back from trace_pipe), as
+        task `pid`/`comm` (default: the simulated process)."""
         config = self.kernel.config
+        pid = config.pid if pid is None else pid
+        comm = config.comm if comm is None else comm
         seconds, nanos = divmod(self.kernel.now_ns, 1_000_000_000)
         text = message.decode("latin-1").rstrip("\n")
         line = (
-            f"{config.comm[:16]:>16}-{config.pid:<7} [{cpu:03d}] ..... "
+            f"{comm[:16]:>16}-{pid:<7} [{cpu:03d}] ..... "
             f"{seconds:5d}.{nanos // 1000:06d}: bpf_trace_printk: {text}\n"
         ).encode("latin-1")
         self.pipe.append(line)

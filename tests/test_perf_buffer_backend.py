@@ -390,9 +390,6 @@ def test_simulator_writer_record_near_the_ring_size(sim_perf: SimBackend) -> Non
         writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="divergence: the simulated writer zeroes RAW padding (docs/fidelity)"
-)
 def test_simulator_writer_leaves_padding_stale(sim_perf: SimBackend) -> None:
     from test_perf_buffer import check_padding_is_left_stale
 

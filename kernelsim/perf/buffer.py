@@ -66,6 +66,10 @@ class RingBuffer:
         self._mappings = [ref for ref in self._mappings if _is_open(ref)]
         return bool(self._mappings)
 
+    def fileno(self) -> int:
+        """The ring's memfd (kernelsim exec gives a traced program a file of it to map)."""
+        return self._fd
+
     @property
     def released(self) -> bool:
         return self._fd < 0

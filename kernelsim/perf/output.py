@@ -10,7 +10,8 @@ for come from the call (ip, pid/tid, cpu, callchain) and the kernel (time: the v
 id/stream_id/identifier: the event id; period: the event's sample period; read values: the
 event's count and enabled time); the fields it has none for (branch stack, registers, user
 stack, weight, data source, transaction, physical address, cgroup, page sizes, aux) are
-written as the kernel writes them when empty. It returns what perf_event_output returns: 0 when
+written as the kernel writes them when empty. The RAW padding is skipped, not written: the ring
+keeps its old bytes there, as after the kernel's __output_skip. It returns what perf_event_output returns: 0 when
 written, -ENOSPC when the event has no ring or the ring dropped it (full or paused), -E2BIG for
 a sample too big for a record. A write that crossed a wakeup point wakes the ring's readers.
 """
@@ -34,6 +35,7 @@ from bpfsys.perf_records import (
     SampleId,
     encode_lost,
     encode_sample,
+    raw_padded_size,
 )
 from kernelsim.perf.attr import has_flag
 from kernelsim.perf.event import PerfEvent
@@ -173,17 +175,32 @@ def perf_output(
     if has_flag(event.attr, PerfAttrFlag.SAMPLE_ID_ALL):
         sample_id = SampleId(this_pid, this_tid, now, event.id, event.id, this_cpu, event.id)
     watermark_mode = has_flag(event.attr, PerfAttrFlag.WATERMARK)
+    skip = raw_padding(event, record, len(raw))
     lost_before = rb.ring.lost_total
     result = rb.ring.output(
         record,
         lost_record=lambda count: _lost_record(event, sample_id, count),
         wakeup_events=0 if watermark_mode else event.attr.wakeup_events,
         backward=event.write_backward,
+        skip=skip,
     )
     event.lost_samples += rb.ring.lost_total - lost_before
     if result.wakeup:
         event.wake_up()
     return 0 if result.written else -errno.ENOSPC
+
+
+def raw_padding(event: PerfEvent, record: bytes, length: int) -> tuple[int, int]:
+    """Where in `record` the RAW data's padding is (the kernel skips it, leaving the ring's old
+    bytes); (0, 0) without PERF_SAMPLE_RAW."""
+    sample_type = event.attr.sample_type
+    if not sample_type & SampleType.RAW:
+        return (0, 0)
+    after = sum(8 for bits in _EMPTY_AFTER_RAW if sample_type & bits)
+    if sample_type & SampleType.BRANCH_STACK:
+        after += 16 if event.attr.branch_sample_type & BRANCH_HW_INDEX else 8
+    end = len(record) - after
+    return (end - (raw_padded_size(length) - length), end)
 
 
 def _lost_record(event: PerfEvent, sample_id: SampleId | None, count: int) -> bytes:

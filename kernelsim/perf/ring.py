@@ -139,12 +139,14 @@ class PerfRing:
         sample: bool = True,
         wakeup_events: int = 0,
         backward: bool = False,
+        skip: tuple[int, int] = (0, 0),
     ) -> OutputResult:
         """Write `record` (a whole record, header included, a multiple of 8 bytes).
 
         `lost_record(count)` makes the PERF_RECORD_LOST that goes first after drops (its size
         must not depend on `count`); `sample` and `wakeup_events` drive the sample wakeups
-        (0: none, as for attr.watermark events).
+        (0: none, as for attr.watermark events); the record's bytes [skip[0], skip[1]) are
+        left as the ring had them (__output_skip: the RAW padding).
         """
         if self.paused:
             if self.nr_pages:
@@ -169,7 +171,9 @@ class PerfRing:
         if have_lost:
             self._copy(offset, lost_bytes)
             self.lost = 0
-        self._copy(offset + len(lost_bytes), record)
+        start = offset + len(lost_bytes)
+        self._copy(start, record[: skip[0]])
+        self._copy(start + skip[1], record[skip[1] :])
         if sample and wakeup_events:
             self.events += 1
             if self.events >= wakeup_events:

@@ -194,6 +194,7 @@ def _check_and_create(
         fd_array=_fd_array(kernel, attr.fd_array),
         array_lookup_nonnull=profile.has_behaviour("array_lookup_nonnull"),
         version=profile.version,
+        sleepable=bool(attr.prog_flags & ProgFlag.SLEEPABLE),
     )
     verdict = verify(request)
     try:

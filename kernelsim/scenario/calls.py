@@ -29,7 +29,6 @@ from __future__ import annotations
 import ctypes
 import errno as errno_names
 import mmap
-import os
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -52,10 +51,9 @@ from bpfsys.abi import (
     PerfIoctl,
     Pointer,
 )
-from kernelsim.scenario.blob import UNRESOLVED_FD, Form, decode_blob, encode_blob
+from kernelsim.scenario.blob import UNRESOLVED_FD, Form
 from kernelsim.scenario.codec import (
     Buffers,
-    CodecError,
     Context,
     Slot,
     apply_changed,
@@ -66,7 +64,6 @@ from kernelsim.scenario.codec import (
     encode_slot_in,
     encode_struct,
     encode_written,
-    path_value,
 )
 from kernelsim.scenario.rules import EnumKind, parse, render
 from kernelsim.scenario.symbols import FdInfo, SymbolTable, is_symbol
@@ -287,7 +284,9 @@ class CallCodec:
         event["group_fd"] = self.fd_json(group_fd) if group_fd >= 0 else group_fd
         if flags:
             event["flags"] = names_of(flags, PERF_OPEN_FLAGS)
-        attr_struct = PerfEventAttr.from_buffer_copy(image.ljust(ctypes.sizeof(PerfEventAttr), b"\0")[: ctypes.sizeof(PerfEventAttr)])
+        attr_struct = PerfEventAttr.from_buffer_copy(
+            image.ljust(ctypes.sizeof(PerfEventAttr), b"\0")[: ctypes.sizeof(PerfEventAttr)]
+        )
         info = FdInfo(
             "perf",
             sample_type=int(attr_struct.sample_type),
@@ -303,7 +302,6 @@ class CallCodec:
         pointer = IOCTL_POINTERS.get(which)
         if pointer is None or not arg:
             return None
-        ctx = self.context()
         length: int
         try:
             if isinstance(pointer.length, CString):
@@ -320,9 +318,7 @@ class CallCodec:
         form = Form.TEXT if which is PerfIoctl.SET_FILTER else Form.BYTES
         if which is PerfIoctl.ID:
             form = Form.ID
-        slot = Slot("arg", 0, arg, length, pointer.direction, form, "perf")
-        del ctx
-        return slot
+        return Slot("arg", 0, arg, length, pointer.direction, form, "perf")
 
     def ioctl_request(self, fd: int, request: int, arg: int) -> Pending:
         try:
@@ -480,25 +476,3 @@ def request_of(event: dict[str, Any]) -> dict[str, Any]:
 def result_of(event: dict[str, Any]) -> dict[str, Any]:
     """The results part of an event."""
     return {k: v for k, v in event.items() if k in RESULT_KEYS}
-
-
-def file_blob(data: bytes, symbols: SymbolTable) -> Any:
-    return encode_blob(data, Form.TEXT, symbols)
-
-
-def file_bytes(value: Any, symbols: SymbolTable) -> bytes:
-    try:
-        return decode_blob(value, symbols)
-    except ValueError as exc:
-        raise EventError(str(exc)) from None
-
-
-def strerror_error(err: int) -> OSError:
-    return OSError(err, os.strerror(err))
-
-
-def path_int(struct: type[AbiStruct], image: bytes, path: str) -> int:
-    return path_value(struct, image, path)
-
-
-__all__ = ["CodecError"]

@@ -72,7 +72,7 @@ from kernelsim.scenario.rules import (
     render,
     volatile,
 )
-from kernelsim.scenario.symbols import FdInfo, SymbolTable, is_symbol
+from kernelsim.scenario.symbols import FdInfo, SymbolTable, is_symbol, kind_of_symbol
 
 PERCPU_MAPS: Final = frozenset(
     {
@@ -255,6 +255,32 @@ def render_fields(
     return out
 
 
+def _differing_runs(want: bytes | bytearray, got: bytes | bytearray) -> list[list[Any]]:
+    runs: list[list[Any]] = []
+    index = 0
+    while index < len(want):
+        if want[index] == got[index]:
+            index += 1
+            continue
+        start = index
+        while index < len(want) and want[index] != got[index]:
+            index += 1
+        runs.append([start, bytes(want[start:index]).hex()])
+    return runs
+
+
+def _keep_padding(
+    cls: type[AbiStruct], clean: bytearray, fields: dict[str, Any], ctx: Context
+) -> None:
+    """Bytes no field covers (struct padding) that are not zero: "padding": [[offset, hex]]."""
+    try:
+        rebuilt = parse_fields(cls, fields, ctx)
+    except CodecError:
+        return
+    if rebuilt != clean:
+        fields["padding"] = _differing_runs(clean, rebuilt)
+
+
 def parse_fields(
     cls: type[AbiStruct] | type[AbiUnion], fields: dict[str, Any], ctx: Context
 ) -> bytearray:
@@ -262,7 +288,7 @@ def parse_fields(
     image = bytearray(ctypes.sizeof(cls))
     types = dict(_fields_of(cls))
     for name, value in fields.items():
-        if name.startswith("*") or name == "tail":
+        if name.startswith("*") or name in ("tail", "padding"):
             continue
         if name not in types:
             raise CodecError(f"{cls.__name__} has no field {name!r}")
@@ -289,6 +315,11 @@ def parse_fields(
         if len(raw) > size:
             raise CodecError(f"{cls.__name__}.{name}: {len(raw)} bytes do not fit in {size}")
         image[start : start + len(raw)] = raw
+    for run in fields.get("padding", []):
+        if not isinstance(run, list) or len(run) != 2 or not isinstance(run[0], int):
+            raise CodecError(f"padding must be [[offset, hex], ...], got {run!r}")
+        data = _parse_bytes("padding", run[1])
+        image[run[0] : run[0] + len(data)] = data
     return image
 
 
@@ -410,6 +441,7 @@ def encode_struct(
     for slot in slots:
         clean[slot.offset : slot.offset + _PTR] = bytes(_PTR)
     fields = render_fields(cls, clean, ctx)
+    _keep_padding(cls, clean, fields, ctx)
     tail = bytes(image[size:])
     if any(tail):
         fields["tail"] = tail.rstrip(b"\0").hex()
@@ -595,7 +627,8 @@ def _pointee(
         raise CodecError(f"*{path} of {cls.__name__} does not point to a struct")
     name = fields.get(pointer.length.fd_field)
     info = ctx.symbols.info(name) if isinstance(name, str) else None
-    struct = INFO_OF_KIND.get(info.kind) if info is not None else None
+    kind = info.kind if info is not None else kind_of_symbol(name)
+    struct = INFO_OF_KIND.get(kind) if kind is not None else None
     if struct is None:
         field = pointer.length.fd_field
         raise CodecError(f"*{path}: {field}={name!r} is no prog, map, link or btf fd")

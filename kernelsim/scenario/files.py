@@ -62,6 +62,11 @@ def decode_path(path: str, symbols: SymbolTable) -> str:
     return path
 
 
+def encode_length(path: str, data: bytes) -> Any:
+    """read_file's return value: the length, volatile where the content is."""
+    return volatile(len(data)) if path in VOLATILE_FILES else len(data)
+
+
 def encode_content(path: str, data: bytes, symbols: SymbolTable) -> Any:
     name = named_symbol(path)
     if name is not None:

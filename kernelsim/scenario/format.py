@@ -149,9 +149,9 @@ def check_event(path: str, event: Event) -> None:
     missing = [key for key in REQUIRED[str(op)] if key not in event.data]
     if missing:
         raise ScenarioError(path, event.line, f"{op} event lacks {', '.join(missing)}")
-    if op in CALLS_WITH_RESULT and op not in ("close", "munmap", "write_file"):
-        if "ret" not in event.data and "errno" not in event.data:
-            raise ScenarioError(path, event.line, f"{op} event has neither ret nor errno")
+    needs_result = op in CALLS_WITH_RESULT and op not in ("close", "munmap", "write_file")
+    if needs_result and "ret" not in event.data and "errno" not in event.data:
+        raise ScenarioError(path, event.line, f"{op} event has neither ret nor errno")
 
 
 def parse_scenario(path: str, text: str) -> Scenario:

@@ -33,18 +33,16 @@ from typing import Any
 
 import attrs
 
-from bpfsys.abi import BpfCmd, BpfMapInfo, InfoByFdAttr
 from bpfsys.backend import Backend, DelegatingBackend, LiveBackend, Mapping, WritableBuffer
 from bpfsys.bpf import parse_cpu_list
 from bpfsys.kversion import KernelVersion
-from kernelsim.scenario.calls import CallCodec, Pending, errno_of, names_of
-from kernelsim.scenario.files import encode_content, encode_path
+from kernelsim.scenario.calls import CallCodec, Pending, errno_of
+from kernelsim.scenario.files import encode_content, encode_length, encode_path
 from kernelsim.scenario.format import ScenarioWriter
+from kernelsim.scenario.learn import learn_fd
 from kernelsim.scenario.rings import changed_ranges
 from kernelsim.scenario.symbols import FdInfo, SymbolTable
 from kernelsim.usermem import ProcessMemory
-
-FDINFO_KINDS = (("map_type:", "map"), ("prog_type:", "prog"), ("link_type:", "link"))
 
 
 @attrs.define
@@ -125,26 +123,7 @@ class RecordingBackend(DelegatingBackend):
                 self._emit({"op": "ring", "mapping": mapped.symbol, "when": when, "bytes": ranges})
 
     def _learn(self, fd: int, kind: str) -> FdInfo:
-        """Ask the inner backend what `fd` is (no change to anything, not recorded)."""
-        if kind == "obj":
-            with contextlib.suppress(OSError):
-                text = self.inner.read_file(f"/proc/self/fdinfo/{fd}").decode(errors="replace")
-                for marker, found in FDINFO_KINDS:
-                    if marker in text:
-                        kind = found
-                        break
-        if kind != "map":
-            return FdInfo(kind)
-        info = BpfMapInfo()
-        attr = InfoByFdAttr(bpf_fd=fd, info_len=len(bytes(info)))
-        import ctypes
-
-        attr.info = ctypes.addressof(info)
-        try:
-            self.inner.bpf(BpfCmd.OBJ_GET_INFO_BY_FD, attr, ctypes.sizeof(attr))
-        except OSError:
-            return FdInfo("map")
-        return FdInfo("map", int(info.type), int(info.key_size), int(info.value_size))
+        return learn_fd(self.inner, fd, kind)
 
     def _call(self, pending: Pending, run: Callable[[], int]) -> int:
         try:
@@ -232,7 +211,7 @@ class RecordingBackend(DelegatingBackend):
                 self._emit({**event, "errno": errno_of(exc.errno or 0)})
                 raise
             content = encode_content(path, data, self.symbols)
-            self._emit({**event, "ret": len(data), "content": content})
+            self._emit({**event, "ret": encode_length(path, data), "content": content})
             return data
 
     def write_file(self, path: str, data: bytes) -> None:
@@ -282,4 +261,4 @@ class RecordingBackend(DelegatingBackend):
         self.close_recording()
 
 
-__all__ = ["RecordingBackend", "kernel_profile", "names_of"]
+__all__ = ["RecordingBackend", "kernel_profile"]

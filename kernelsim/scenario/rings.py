@@ -142,9 +142,10 @@ def _wrapped(area: bytes, position: int, size: int) -> bytes:
 def perf_view(image: bytes, page_size: int, info: FdInfo | None, symbols: SymbolTable) -> Any:
     head = _U64.unpack_from(image, DATA_HEAD_OFFSET)[0]
     tail = _U64.unpack_from(image, DATA_HEAD_OFFSET + 8)[0]
-    data_offset, data_size = _U64.unpack_from(image, DATA_HEAD_OFFSET + 16)[0], _U64.unpack_from(
-        image, DATA_HEAD_OFFSET + 24
-    )[0]
+    data_offset, data_size = (
+        _U64.unpack_from(image, DATA_HEAD_OFFSET + 16)[0],
+        _U64.unpack_from(image, DATA_HEAD_OFFSET + 24)[0],
+    )
     if not data_offset or not data_size:
         data_offset, data_size = page_size, len(image) - page_size
     view: dict[str, Any] = {"data_head": head, "data_tail": tail, "data_size": data_size}

@@ -53,6 +53,12 @@ def is_symbol(value: object) -> bool:
     return isinstance(value, str) and value[:1] in ("$", "@", "%")
 
 
+def kind_of_symbol(symbol: object) -> str | None:
+    """The kind a symbol names (``$map3`` -> "map"), or None for anything else."""
+    match = _SYMBOL.match(symbol) if isinstance(symbol, str) else None
+    return match.group(2) if match else None
+
+
 def symbol_number(symbol: str) -> int | None:
     """The n of ``$map<n>`` / ``@map<n>``, or None."""
     match = _SYMBOL.match(symbol)
@@ -134,6 +140,8 @@ class SymbolTable:
         value = self._symbol_id.get(symbol)
         if value is None and self.invent:
             value = symbol_number(symbol)
+            if value is not None:
+                self.bind_id(symbol, value)
         return value
 
     def has_id(self, space: str, value: int) -> bool:

@@ -69,6 +69,7 @@ from bpfsys.abi import (
     BPF_NEG,
     BPF_OR,
     BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC,
     BPF_PSEUDO_MAP_FD,
     BPF_PSEUDO_MAP_IDX,
     BPF_PSEUDO_MAP_IDX_VALUE,
@@ -401,6 +402,8 @@ class FunctionWriter:
         dst = f"r{insn.dst}"
         if insn.src == 0:
             return f"{dst} = {insn.imm64:#x}"
+        if insn.src == BPF_PSEUDO_FUNC:
+            return f"{dst} = env.function_pointer(EXE, {insn.index + 1 + insn.imm})"
         if insn.index not in self.exe.maps:
             reason = f"no map is bound to this ld_imm64 (src={insn.src}, imm={insn.imm})"
             return f"raise ProgramFault({reason!r})"
@@ -418,10 +421,12 @@ class FunctionWriter:
         if insn.op == BPF_CALL:
             args = "(env, r1, r2, r3, r4, r5)"
             if insn.code & BPF_X:
-                return ["env.budget = bud", f"r0 = helpers[r{insn.dst}]{args} & {M64}"]
-            if insn.src == BPF_PSEUDO_CALL:
-                return ["env.budget = bud", f"r0 = f{nxt + insn.imm}{args}", "bud = env.budget"]
-            return ["env.budget = bud", f"r0 = helpers[{insn.imm}]{args} & {M64}"]
+                helper = f"r0 = helpers[r{insn.dst}]{args} & {M64}"
+            elif insn.src == BPF_PSEUDO_CALL:
+                helper = f"r0 = f{nxt + insn.imm}{args}"
+            else:
+                helper = f"r0 = helpers[{insn.imm}]{args} & {M64}"
+            return ["env.budget = bud", helper, "bud = env.budget"]  # callbacks spend budget
         target = nxt + insn.jump_offset
         if insn.op == BPF_JA:
             return [self._goto(target, start, in_loop)]
@@ -553,6 +558,7 @@ class CompiledProgram:
             "ProgramFault": ProgramFault,
             "TailCall": TailCall,
             "MAPS": exe.maps,
+            "EXE": exe,
             "atomic": atomic,
             "ld_abs": ld_abs,
             "byte_swap": semantics.byte_swap,

@@ -4,10 +4,11 @@ map_lookup_elem / map_update_elem / map_delete_elem work on the map's program-si
 (`BpfMap.value_view(key, cpu)`, a writable view of the element, `update_from_prog`,
 `delete_from_prog`); ktime_get_ns reads the
 virtual clock; get_prandom_u32 draws from the kernel's seeded random source;
-get_smp_processor_id is the run's CPU; trace_printk appends to the kernel's `TraceBuffer`;
-tail_call replaces the running frame by the program in a PROG_ARRAY slot (the map provides
+get_smp_processor_id is the run's CPU; tail_call replaces the running frame by the program in
+a PROG_ARRAY slot (the map provides
 `program_at(index) -> BpfProgram | None`). Errors come back as negative errno, as in the
-kernel.
+kernel. bpf_trace_printk and the helpers of events (perf output, ring buffer, probe reads, task
+and clock helpers) live in kernelsim.helpers.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bpfsys.abi import BpfFunc, MapType
 from kernelsim.prog.interpreter.errors import ProgramFault, TailCall
 from kernelsim.prog.interpreter.helpers import kernel_helper
-from kernelsim.prog.interpreter.printk import MAX_STRING, FormatError, format_printk
 from kernelsim.prog.interpreter.runtime import MAX_TAIL_CALL_CNT
-from kernelsim.prog.interpreter.trace_buffer import TraceBuffer, TraceEvent
 
 if TYPE_CHECKING:
     from kernelsim.kernel import Kernel
@@ -81,31 +80,6 @@ def get_prandom_u32(env: RunEnv, r1: int, r2: int, r3: int, r4: int, r5: int) ->
 @kernel_helper(BpfFunc.GET_SMP_PROCESSOR_ID)
 def get_smp_processor_id(env: RunEnv, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
     return env.cpu
-
-
-def _read_string(env: RunEnv, addr: int) -> bytes:
-    out = bytearray()
-    while len(out) < MAX_STRING and (byte := env.space.read_bytes(addr + len(out), 1)) != b"\0":
-        out += byte
-    return bytes(out)
-
-
-@kernel_helper(BpfFunc.TRACE_PRINTK)
-def trace_printk(env: RunEnv, fmt: int, fmt_size: int, a1: int, a2: int, a3: int) -> int:
-    kernel = _kernel(env)
-    raw = env.space.read_bytes(fmt, fmt_size) if fmt_size else b""
-    if not raw or raw[-1] != 0:
-        return -errno.EINVAL
-    try:
-        message = format_printk(
-            raw[: raw.index(b"\0")], (a1, a2, a3), lambda a: _read_string(env, a)
-        )
-    except FormatError:
-        return -errno.EINVAL
-    config = kernel.config
-    event = TraceEvent(kernel.now_ns, env.cpu, config.pid, config.comm, message)
-    kernel.subsystem(TraceBuffer).append(event)
-    return len(message)
 
 
 @kernel_helper(BpfFunc.TAIL_CALL)

@@ -54,6 +54,8 @@ class RegionKind(enum.Enum):
     MEMORY = "memory"
     MAP = "map"
     """A map handle (what ld_imm64 of a map fd gives): passed to helpers, never dereferenced."""
+    FUNCTION = "function"
+    """A subprogram (what ld_imm64 of BPF_PSEUDO_FUNC gives): a callback passed to helpers."""
 
 
 ATOMIC_KINDS: Final = frozenset({RegionKind.STACK, RegionKind.MAP_VALUE, RegionKind.MEMORY})

@@ -24,6 +24,7 @@ from bpfsys.abi import (
     BPF_LDX,
     BPF_MEMSX,
     BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC,
     BPF_PSEUDO_MAP_FD,
     BPF_PSEUDO_MAP_IDX,
     BPF_PSEUDO_MAP_IDX_VALUE,
@@ -149,6 +150,8 @@ def _stx(env: RunEnv, insn: Instruction, regs: Registers) -> None:
 def _ld_imm64(exe: Executable, env: RunEnv, insn: Instruction) -> int:
     if insn.src == 0:
         return insn.imm64
+    if insn.src == BPF_PSEUDO_FUNC:
+        return env.function_pointer(exe, insn.index + 1 + insn.imm)
     bpf_map = exe.maps.get(insn.index)
     if bpf_map is None:
         raise ProgramFault(f"no map is bound to this ld_imm64 (src={insn.src}, imm={insn.imm})")

@@ -16,7 +16,8 @@ reference interpreter. Both share everything else through `RunEnv`:
 - tail calls: at most MAX_TAIL_CALL_CNT per run, counted as the kernel counts them (a call to
   an empty slot counts too);
 - map handles and map values get one address each per run, so two lookups of one element give
-  the same pointer, as in the kernel.
+  the same pointer, as in the kernel; so do subprograms loaded as values (ld_imm64 of
+  BPF_PSEUDO_FUNC), which helpers taking callbacks run with `call_function`.
 A run ends with r0 masked to 64 bits; `ProgramExit` from a helper ends it early.
 """
 
@@ -71,6 +72,7 @@ class RunEnv:
         self.tail_calls = 0
         self._handles: dict[int, int] = {}
         self._values: dict[tuple[int, bytes], int] = {}
+        self._functions: dict[tuple[int, int], int] = {}
 
     # -- frames ------------------------------------------------------------------------------
     def enter_frame(self) -> Region:
@@ -137,6 +139,30 @@ class RunEnv:
         if not address:
             raise ProgramFault(f"map {bpf_map.name!r} has no value for direct access")
         return address + off
+
+    # -- subprograms as values (callbacks) -------------------------------------------------------
+    def function_pointer(self, exe: Executable, start: int) -> int:
+        """What ld_imm64 of a subprogram (BPF_PSEUDO_FUNC) loads: an address naming it."""
+        address = self._functions.get((id(exe), start))
+        if address is None:
+            region = Region(
+                RegionKind.FUNCTION, f"subprogram at insn {start}", bytearray(), writable=False,
+                obj=(exe, start),
+            )  # fmt: skip
+            address = self._functions[(id(exe), start)] = self.space.map(region)
+        return address
+
+    def call_function(self, address: int, args: tuple[int, int, int, int, int]) -> int:
+        """Run the subprogram `address` names (a callback) with r1..r5 = `args`; its r0."""
+        region, off = self.space.region_at(address, 0, "call as a function")
+        if region.kind is not RegionKind.FUNCTION or off:
+            raise ProgramFault(f"{address:#x} is not a subprogram (it points into {region.name})")
+        exe, start = region.obj
+        if self.engine is Engine.NAIVE:
+            from kernelsim.prog.interpreter.naive import call_function
+
+            return call_function(exe, self, start, args) & MASK64
+        return int(exe.compiled().functions[start](self, *args)) & MASK64
 
     # -- engine-specific entry points -----------------------------------------------------------
     def entry(self, exe: Executable) -> Callable[[RunEnv, int], int]:

@@ -1,15 +1,20 @@
 """The loader check ("verifier"): `verify` runs the kernel's bpf_check steps on a program.
 
-Order (kernel/bpf/verifier.c bpf_check, 6.x): log attributes; check_subprogs (jump range, last
-instruction); resolve_pseudo_ldimm64 (reserved LDX fields, ld_imm64 pairs, map fds, unknown
-opcodes); check_cfg (back-edges, unreachable code); do_check (the abstract interpreter, module
-`check`); then the statistics line. The log is written as the kernel writes it (module `log`);
-the caller copies `Verdict.log` to log_buf and `Verdict.log_true_size` to the attr.
+Order (kernel/bpf/verifier.c bpf_check, 6.18): log attributes; add_subprog_and_kfunc and
+check_subprogs (module `subprogs`: subprogram starts, jump range, last instruction, LD_ABS and
+tail calls only in the main program without BTF); resolve_pseudo_ldimm64 (reserved LDX fields,
+ld_imm64 pairs, map fds, unknown opcodes); check_cfg (back-edges, unreachable code);
+check_attach_btf_id (which types may or must be sleepable); do_check (the abstract interpreter,
+module `check`); check_max_stack_depth (call depth and combined stack over call chains); then
+the statistics. The log is written as the kernel writes it (module `log`); the caller copies
+`Verdict.log` to log_buf and `Verdict.log_true_size` to the attr.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import attrs
 
@@ -17,7 +22,7 @@ from bpfsys.abi import ProgType
 from bpfsys.asm import Insn
 from bpfsys.kversion import KernelVersion
 from kernelsim.maps.base import BpfMap
-from kernelsim.prog.verifier import structure
+from kernelsim.prog.verifier import structure, subprogs
 from kernelsim.prog.verifier.check import Caps, Checker, Program, Stats
 from kernelsim.prog.verifier.errors import VerifierError
 from kernelsim.prog.verifier.helpers import PROTOS
@@ -41,6 +46,7 @@ class LoadRequest:
     fd_array: Callable[[int], int] | None
     array_lookup_nonnull: bool
     version: KernelVersion
+    sleepable: bool = False
 
 
 @attrs.define
@@ -54,9 +60,26 @@ class Verdict:
     log: LogResult
 
 
+SLEEPABLE_TYPES: Final = frozenset({ProgType.KPROBE, ProgType.SYSCALL})
+"""Modelled types that may be sleepable (uprobes, syscall programs; the kernel adds tracing,
+lsm and struct_ops, which are not modelled)."""
+
+
 def _call_args(func: int) -> int:
     proto = PROTOS.get(func)
     return 5 if proto is None else len(proto.args)
+
+
+def _check_sleepable(prog_type: ProgType, sleepable: bool) -> None:
+    """check_attach_btf_id's rules on BPF_F_SLEEPABLE."""
+    if prog_type is ProgType.SYSCALL and not sleepable:
+        raise VerifierError(errno.EINVAL, "Syscall programs can only be sleepable")
+    if sleepable and prog_type not in SLEEPABLE_TYPES:
+        raise VerifierError(
+            errno.EINVAL,
+            "Only fentry/fexit/fmod_ret, lsm, iter, uprobe, and struct_ops programs can be "
+            "sleepable",
+        )
 
 
 def verify(request: LoadRequest) -> Verdict:
@@ -68,15 +91,22 @@ def verify(request: LoadRequest) -> Verdict:
     error: VerifierError | None = None
     try:
         insns = request.insns
-        structure.check_jumps(insns)
+        starts = subprogs.find_subprogs(insns, request.caps.bpf_capable)
+        stats.stack_depth = [0] * len(starts)
+        if log.level2:
+            log.write("".join(f"func#{n} @{start}\n" for n, start in enumerate(starts)))
+        subs = subprogs.check_subprogs(insns, starts)
+        subprogs.check_abnormal_return(subs)
         refs = structure.resolve_ld_imm64(
             insns,
             request.version,
             request.lookup_map,
             request.fd_array,
             used,
+            request.sleepable,
         )
         cfg = structure.check_cfg(insns, allow_loops=request.caps.bpf_capable)
+        _check_sleepable(request.prog_type, request.sleepable)
         program = Program(
             insns=insns,
             prog_type=request.prog_type,
@@ -84,7 +114,9 @@ def verify(request: LoadRequest) -> Verdict:
             gpl=request.gpl,
             map_refs=refs,
             prune_points=cfg.prune_points,
+            force_checkpoints=cfg.force_checkpoints,
             live=structure.liveness(insns, _call_args),
+            subprogs=subs,
             array_lookup_nonnull=request.array_lookup_nonnull,
         )
         checker = Checker(program, request.caps, log)
@@ -94,11 +126,13 @@ def verify(request: LoadRequest) -> Verdict:
             stats = checker.stats
         if log.level & LOG_LEVEL1 and not log.level & LOG_LEVEL2:
             log.reset(0)
+        subprogs.check_max_stack_depth(insns, subs, stats.stack_depth, request.prog_type)
     except VerifierError as exc:
         error = exc
-        log.write(exc.message + "\n")
+        log.write(exc.message + "\n" + exc.trailer)
     if log.level & LOG_STATS:
-        log.write(f"verification time 0 usec\nstack depth {stats.stack_depth}\n")
+        depths = "+".join(str(depth) for depth in stats.stack_depth)
+        log.write(f"verification time 0 usec\nstack depth {depths}\n")
     log.write(
         f"processed {stats.insn_processed} insns (limit 1000000) max_states_per_insn "
         f"{stats.max_states_per_insn} total_states {stats.total_states} peak_states "

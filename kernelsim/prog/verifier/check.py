@@ -13,10 +13,21 @@ Each instruction is checked in the kernel's order and the first refusal raises
 `VerifierError` with the kernel's message. The trace is printed as do_check prints it: the
 instruction, then (before the next one) the registers it touched after a ';' aligned at
 column 40, or the whole state after a jump.
+
+A bpf-to-bpf call pushes a frame onto the state (module `state`) and continues at the callee's
+first instruction, logging "caller:" and "callee:" with both frames; the callee's exit pops it
+and continues after the call site ("returning from callee:", "to caller at N:"). Every frame's
+state is printed with its " frameN:" prefix, and a pointer into another frame's stack as
+"fp[N]-8". Loops (back-edges, allowed for bpf_capable loaders) are explored iteration by
+iteration, as the kernel does: a state at a prune point that equals, exactly, one kept there
+on the same path is an infinite loop; otherwise the 1M processed-instruction limit ends a
+loop that does not terminate soon enough. Kept states that keep failing to prune are dropped
+(the kernel's miss/hit heuristic), which bounds the comparisons per instruction.
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 from collections.abc import Sequence
 from typing import Final
@@ -39,6 +50,7 @@ from bpfsys.abi import (
     BPF_MEM,
     BPF_MEMSX,
     BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC,
     BPF_ST,
     BPF_STX,
     BPF_X,
@@ -65,8 +77,9 @@ from kernelsim.prog.verifier.helpers import (
 )
 from kernelsim.prog.verifier.log import VerifierLog
 from kernelsim.prog.verifier.regs import BPF_MAX_VAR_OFF, S64_MIN, Reg, RegType
-from kernelsim.prog.verifier.state import FP, MAX_BPF_STACK, Slot, State, StoredState
-from kernelsim.prog.verifier.structure import MapRef, jump_target
+from kernelsim.prog.verifier.state import FP, MAX_BPF_STACK, Frame, Slot, State, StoredState
+from kernelsim.prog.verifier.structure import MapRef, callee, jump_target
+from kernelsim.prog.verifier.subprogs import MAX_CALL_FRAMES, Subprog, subprog_at
 from kernelsim.prog.verifier.tnum import U32
 
 COMPLEXITY_LIMIT: Final = 1_000_000
@@ -100,7 +113,9 @@ class Program:
     gpl: bool
     map_refs: dict[int, MapRef]
     prune_points: frozenset[int]
+    force_checkpoints: frozenset[int]
     live: list[int]
+    subprogs: Sequence[Subprog]
     array_lookup_nonnull: bool = True
 
 
@@ -110,8 +125,17 @@ class Stats:
     total_states: int = 0
     peak_states: int = 0
     max_states_per_insn: int = 0
-    stack_depth: int = 0
+    stack_depth: list[int] = attrs.Factory(lambda: [0])
+    """Per subprogram: the deepest stack byte used (-off)."""
     max_ctx_offset: int = 0
+
+
+class _Next(enum.Enum):
+    """What follows an instruction: the next one, another path, or the caller's code."""
+
+    GO_ON = "go on"
+    PATH_DONE = "path done"
+    RETURNED = "returned"
 
 
 @attrs.define
@@ -129,9 +153,10 @@ class Checker:
         self.p = program
         self.caps = caps
         self.log = log
-        self.stats = Stats()
+        self.stats = Stats(stack_depth=[0] * len(program.subprogs))
         self.allowed = allowed_helpers(program.prog_type, caps.bpf_capable, caps.perfmon)
         self.explored: dict[int, list[StoredState]] = {}
+        self.kept_states = 0
         self.stack: list[_Pending] = []
         self.id_gen = 0
         self.jmps = 0
@@ -160,11 +185,12 @@ class Checker:
             self.verbose(" " * width + ";")
         else:
             self.verbose(f"{self.idx}:")
-        self.verbose(self.state.text(self.scratched_regs, self.scratched_slots) + "\n")
+        st = self.state
+        self.verbose(st.text(st.curframe, self.scratched_regs, self.scratched_slots) + "\n")
         self.scratched_regs, self.scratched_slots = set(), set()
 
-    def fail(self, err: int, message: str) -> VerifierError:
-        return VerifierError(err, message)
+    def fail(self, err: int, message: str, trailer: str = "") -> VerifierError:
+        return VerifierError(err, message, trailer)
 
     # -- registers ------------------------------------------------------------------------------
     def reg(self, regno: int) -> Reg:
@@ -192,9 +218,7 @@ class Checker:
 
     # -- main loop ------------------------------------------------------------------------------
     def run(self) -> None:
-        st = self.state
-        st.regs[1].mark_pointer(RegType.CTX)
-        st.regs[FP].mark_pointer(RegType.STACK)
+        self.state.regs[1].mark_pointer(RegType.CTX)
         self.scratch_all()
         print_state = False
         insns = self.p.insns
@@ -218,7 +242,7 @@ class Checker:
                 continue
             if self.log.level2 and print_state:
                 self.verbose(f"\nfrom {self.prev_idx} to {self.idx}:")
-                self.verbose(self.state.text(None, None) + "\n")
+                self.verbose(self.state.text(self.state.curframe, None, None) + "\n")
                 print_state = False
             if self.log.trace:
                 if self.scratched_regs or self.scratched_slots:
@@ -228,10 +252,12 @@ class Checker:
                 self.prev_insn_print_pos = self.log.end_pos - self.prev_log_pos
                 self.prev_log_pos = self.log.end_pos
             self.prev_idx = self.idx
-            exited = self.step(insn)
-            if exited:
+            outcome = self.step(insn)
+            if outcome is _Next.PATH_DONE:
                 if not self.next_path():
                     return
+                print_state = True
+            elif outcome is _Next.RETURNED:
                 print_state = True
 
     prev_idx = 0
@@ -271,37 +297,54 @@ class Checker:
 
     def visit_state(self) -> bool:
         """is_state_visited: True when the current state is covered (prune)."""
-        idx = self.idx
-        add = self.jmps - self.prev_jmps >= 2 and self.stats.insn_processed - self.prev_insns >= 8
+        idx, cur, stats = self.idx, self.state, self.stats
+        force = idx in self.p.force_checkpoints
+        add = force or (
+            self.jmps - self.prev_jmps >= 2 and stats.insn_processed - self.prev_insns >= 8
+        )
         kept = self.explored.setdefault(idx, [])
-        live = self.p.live[idx]
-        for stored in kept:
+        frames = cur.frames
+        live = [self.p.live[f.callsite] for f in frames[1:]] + [self.p.live[idx]]
+        for stored in list(kept):
             if stored.branches:
-                if stored.state.identical(self.state):
-                    raise self.fail(errno.EINVAL, f"infinite loop detected at insn {idx}")
+                if stored.state.identical(cur):
+                    raise self.fail(
+                        errno.EINVAL,
+                        f"infinite loop detected at insn {idx}",
+                        f"cur state:{cur.text(cur.curframe, None, None)}\n"
+                        f"old state:{stored.state.text(cur.curframe, None, None)}\n",
+                    )
                 if (
-                    self.jmps - self.prev_jmps < 20
-                    and self.stats.insn_processed - self.prev_insns < 100
+                    not force
+                    and self.jmps - self.prev_jmps < 20
+                    and stats.insn_processed - self.prev_insns < 100
                 ):
                     add = False
-                continue
-            if stored.state.equivalent(self.state, live, self.caps.allow_ptr_leaks):
+            elif stored.state.equivalent(cur, live, self.caps.allow_ptr_leaks):
+                stored.hit += 1
                 return True
-        self.stats.max_states_per_insn = max(self.stats.max_states_per_insn, len(kept))
+            if add:
+                stored.miss += 1
+            patience = 64 if force and stored.branches else 3
+            if stored.miss > stored.hit * patience + patience:
+                kept.remove(stored)
+                self.kept_states -= 1
+        stats.max_states_per_insn = max(stats.max_states_per_insn, len(kept))
         if not add:
             return False
-        self.stats.total_states += 1
-        self.stats.peak_states = max(self.stats.peak_states, self.stats.total_states)
+        stats.total_states += 1
+        self.kept_states += 1
+        stats.peak_states = max(stats.peak_states, self.kept_states)
         self.prev_jmps = self.jmps
-        self.prev_insns = self.stats.insn_processed
-        stored = StoredState(self.state.copy(), self.state.parent)
+        self.prev_insns = stats.insn_processed
+        stored = StoredState(cur.copy(), cur.parent)
         kept.append(stored)
-        self.state.parent = stored
+        cur.parent = stored
         return False
 
     # -- one instruction ------------------------------------------------------------------------
-    def step(self, insn: Insn) -> bool:
-        """Check and apply one instruction; True when the path ended (exit)."""
+    def step(self, insn: Insn) -> _Next:
+        """Check and apply one instruction."""
         cls = insn.code & 0x07
         if cls in (BPF_ALU, BPF_ALU64):
             self.check_alu(insn)
@@ -338,7 +381,7 @@ class Checker:
             else:
                 raise self.fail(errno.EINVAL, "invalid BPF_LD mode")
         self.idx += 1
-        return False
+        return _Next.GO_ON
 
     # -- ALU ------------------------------------------------------------------------------------
     def check_alu(self, insn: Insn) -> None:
@@ -537,6 +580,8 @@ class Checker:
         if insn.off:
             raise self.fail(errno.EINVAL, "BPF_LD_IMM64 uses reserved fields")
         dst = self.check_reg(insn.dst, False)
+        if insn.src == BPF_PSEUDO_FUNC:
+            raise self.fail(errno.EINVAL, "missing btf func_info")
         ref = self.p.map_refs.get(self.idx)
         if ref is None:
             nxt = self.p.insns[self.idx + 1]
@@ -710,7 +755,8 @@ class Checker:
                     errno.EACCES, f"invalid unbounded variable-offset{extra} stack R{regno}"
                 )
             lo, hi = reg.smin + off, reg.smax + off + size
-        floor = -MAX_BPF_STACK if write or self.caps.perfmon else -self.state.allocated
+        frame = self.state.frame_of(reg)
+        floor = -MAX_BPF_STACK if write or self.caps.perfmon else -frame.allocated
         err = None
         if lo < floor or lo > -1:
             err = errno.EACCES
@@ -723,7 +769,8 @@ class Checker:
                 err,
                 f"invalid variable-offset{extra} stack R{regno} var_off={reg.var_off} off={off} size={size}",
             )
-        self.stats.stack_depth = max(self.stats.stack_depth, -lo)
+        depths = self.stats.stack_depth
+        depths[frame.subprog] = max(depths[frame.subprog], -lo)
         return lo, hi
 
     def stack_access(
@@ -732,21 +779,22 @@ class Checker:
     ) -> None:  # fmt: skip
         off += reg.off
         lo, hi = self.stack_bounds(regno, reg, off, size, write)
-        st = self.state
+        st = self.state.frame_of(reg)
         if write:
             st.grow(lo)
         if not reg.var_off.is_const():
-            self.stack_var_access(lo, hi, write, value_regno)
+            self.stack_var_access(st, lo, hi, write, value_regno)
             return
         spi = (-lo - 1) // 8
         self.scratched_slots.add(spi)
         if write:
-            self.stack_write(lo, size, value_regno, imm)
+            self.stack_write(st, lo, size, value_regno, imm)
         else:
-            self.stack_read(lo, size, value_regno, signed)
+            self.stack_read(st, lo, size, value_regno, signed)
 
-    def stack_var_access(self, lo: int, hi: int, write: bool, value_regno: int) -> None:
-        st = self.state
+    def stack_var_access(
+        self, st: Frame, lo: int, hi: int, write: bool, value_regno: int
+    ) -> None:
         for at in range(lo, hi):
             st.scrub_spill((-at - 1) // 8) if write else None
             if write:
@@ -759,13 +807,18 @@ class Checker:
         if not write and value_regno >= 0:
             self.reg(value_regno).mark_unknown()
 
-    def stack_write(self, off: int, size: int, value_regno: int, imm: int | None) -> None:
-        st = self.state
+    def stack_write(
+        self, st: Frame, off: int, size: int, value_regno: int, imm: int | None
+    ) -> None:
         spi = (-off - 1) // 8
         value = self.reg(value_regno) if value_regno >= 0 else None
         aligned = off % 8 == 0
         if value is not None and value.is_pointer and size != 8:
             raise self.fail(errno.EACCES, "invalid size of register spill")
+        if value is not None and value.type is RegType.STACK and st is not self.state.cur:
+            raise self.fail(
+                errno.EINVAL, "cannot spill pointers to stack into stack frame of the caller"
+            )
         spill: Reg | None = None
         if (
             value is not None
@@ -794,8 +847,7 @@ class Checker:
         for at in range(off, off + size):
             st.set_byte(at, Slot.ZERO if zero else Slot.MISC)
 
-    def stack_read(self, off: int, size: int, value_regno: int, signed: bool) -> None:
-        st = self.state
+    def stack_read(self, st: Frame, off: int, size: int, value_regno: int, signed: bool) -> None:
         spi = (-off - 1) // 8
         if st.is_spilled(spi) and spi in st.spills:
             spilled = st.spills[spi]
@@ -810,7 +862,7 @@ class Checker:
                     dst.assign(spilled)
                     self.narrow_load(dst, size, signed)
                 else:
-                    self.check_stack_bytes(off, size)
+                    self.check_stack_bytes(st, off, size)
                     dst.mark_unknown()
                     self.narrow_load(dst, size, signed)
                 return
@@ -820,7 +872,7 @@ class Checker:
             if value_regno >= 0:
                 self.reg(value_regno).assign(spilled)
             return
-        zeros = self.check_stack_bytes(off, size)
+        zeros = self.check_stack_bytes(st, off, size)
         if value_regno >= 0:
             dst = self.reg(value_regno)
             if zeros == size:
@@ -829,12 +881,12 @@ class Checker:
                 dst.mark_unknown()
                 self.narrow_load(dst, size, signed)
 
-    def check_stack_bytes(self, off: int, size: int) -> int:
+    def check_stack_bytes(self, st: Frame, off: int, size: int) -> int:
         """Every byte read must have been written (unless uninitialised reads are allowed);
         returns how many are known zero."""
         zeros = 0
         for i in range(size):
-            kind = self.state.byte_type(off + i)
+            kind = st.byte_type(off + i)
             if kind == Slot.ZERO:
                 zeros += 1
             elif kind == Slot.INVALID and not self.caps.perfmon:
@@ -871,29 +923,35 @@ class Checker:
         self.check_mem_access(insn.dst, insn.off, size, WRITE, -1)
 
     # -- jumps, calls, exit ---------------------------------------------------------------------
-    def check_jmp(self, insn: Insn) -> bool:
+    def check_jmp(self, insn: Insn) -> _Next:
         cls, op = insn.code & 0x07, insn.code & 0xF0
         self.jmps += 1
         if op == 0x80:
             if (insn.code & BPF_X or insn.off or insn.src not in (0, 1, 2) or insn.dst
                     or cls == BPF_JMP32):  # fmt: skip
                 raise self.fail(errno.EINVAL, "BPF_CALL uses reserved fields")
-            self.check_call(insn)
-            self.idx += 1
-            return False
+            if insn.src == BPF_PSEUDO_CALL:
+                self.call_subprog(insn)
+            else:
+                self.check_call(insn)
+                self.idx += 1
+            return _Next.GO_ON
         if op == BPF_JA:
             if (insn.code & BPF_X or insn.src or insn.dst
                     or (cls == BPF_JMP and insn.imm) or (cls == BPF_JMP32 and insn.off)):  # fmt: skip
                 raise self.fail(errno.EINVAL, "BPF_JA uses reserved fields")
             self.idx = jump_target(self.idx, insn)
-            return False
+            return _Next.GO_ON
         if op == BPF_EXIT:
             if insn.code & BPF_X or insn.imm or insn.src or insn.dst or cls == BPF_JMP32:
                 raise self.fail(errno.EINVAL, "BPF_EXIT uses reserved fields")
+            if self.state.curframe:
+                self.return_from_subprog()
+                return _Next.RETURNED
             self.check_exit()
-            return True
+            return _Next.PATH_DONE
         self.check_cond_jmp(insn)
-        return False
+        return _Next.GO_ON
 
     def check_cond_jmp(self, insn: Insn) -> None:
         op, bits = insn.code & 0xF0, 32 if insn.code & 0x07 == BPF_JMP32 else 64
@@ -952,17 +1010,20 @@ class Checker:
         self.idx += 1
 
     def branch_taken(self, dst: Reg, src: Reg, op: int, bits: int) -> int | None:
+        """is_branch_taken: 1 taken, 0 not taken, None unknown. A pointer known not to be
+        NULL (reg_not_null: not ctx, stack or packet pointers) is unequal to zero."""
         if dst.is_scalar and src.is_scalar:
             return branches.branch_taken(dst, src, op, bits)
+        ptr, value = (dst, src) if src.is_const else (src, dst)
         if (
-            dst.is_pointer
-            and not dst.maybe_null
-            and src.is_const
-            and src.const == 0
-            and op in (0x10, 0x50)
+            not value.is_const
+            or value.const & ((1 << bits) - 1)
+            or ptr.maybe_null
+            or ptr.type not in _NOT_NULL_TYPES
+            or op not in (0x10, 0x50)
         ):
-            return 0 if op == 0x10 else 1
-        return None
+            return None
+        return 0 if op == 0x10 else 1
 
     @staticmethod
     def sync_linked(state: State, reg: Reg) -> None:
@@ -1042,10 +1103,36 @@ class Checker:
                     text += " unknown scalar value"
                 raise self.fail(errno.EINVAL, f"{text} should have been in [0, {top}]")
 
+    # -- bpf-to-bpf calls -----------------------------------------------------------------------
+    def call_subprog(self, insn: Insn) -> None:
+        """check_func_call: a new frame for the callee, which runs next."""
+        st = self.state
+        if st.curframe + 1 >= MAX_CALL_FRAMES:
+            raise self.fail(
+                errno.E2BIG, f"the call stack of {st.curframe + 2} frames is too deep"
+            )
+        target = callee(self.idx, insn)
+        st.call(self.idx, subprog_at(self.p.subprogs, target))
+        self.scratch_all()
+        if self.log.trace:
+            self.verbose("caller:\n" + st.text(st.curframe - 1, None, None) + "\n")
+            self.verbose("callee:\n" + st.text(st.curframe, None, None) + "\n")
+        self.idx = target
+
+    def return_from_subprog(self) -> None:
+        """prepare_func_exit: r0 goes back to the caller, which continues after the call."""
+        st = self.state
+        if st.regs[0].type is RegType.STACK:
+            raise self.fail(errno.EINVAL, "cannot return stack pointer to the caller")
+        frameno = st.curframe
+        callee_text = st.text(frameno, None, None)
+        self.idx = st.ret() + 1
+        if self.log.trace:
+            self.verbose(f"returning from callee:\n{callee_text}\n")
+            self.verbose(f"to caller at {self.idx}:\n{st.text(frameno - 1, None, None)}\n")
+
     # -- helper calls ---------------------------------------------------------------------------
     def check_call(self, insn: Insn) -> None:
-        if insn.src == BPF_PSEUDO_CALL:
-            raise self.fail(errno.EINVAL, "bpf-to-bpf calls are not modelled by the simulator")
         if insn.src:
             raise self.fail(errno.EINVAL, "calling kernel functions is not supported")
         func = insn.imm
@@ -1092,14 +1179,10 @@ class Checker:
             raise self.fail(errno.EINVAL, f"cannot pass map_type {int(map_type)} into func {name}")
 
 
-_ARG_TYPES: Final = {
-    Arg.MAP_PTR: "map_ptr",
-    Arg.CTX: "ctx",
-    Arg.SIZE: "scalar",
-    Arg.SIZE_OR_ZERO: "scalar",
-    Arg.ALLOC_SIZE_OR_ZERO: "scalar",
-    Arg.RINGBUF_MEM: "ringbuf_mem",
-}
+_NOT_NULL_TYPES: Final = frozenset(
+    {RegType.MAP_VALUE, RegType.MAP_KEY, RegType.MAP_PTR, RegType.SOCK_COMMON, RegType.MEM,
+     RegType.RINGBUF_MEM}
+)  # fmt: skip
 _MEM_TYPES: Final = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
 _MEM_REG_TYPES: Final = (RegType.STACK, RegType.PACKET, RegType.PACKET_META, RegType.MAP_KEY,
                          RegType.MAP_VALUE, RegType.MEM, RegType.RINGBUF_MEM)  # fmt: skip
@@ -1129,7 +1212,7 @@ class _Call:
         if key.type is not RegType.STACK or not key.var_off.is_const():
             return False
         off = key.off + key.var_off.value - (1 << 64 if key.var_off.value >> 63 else 0)
-        st = self.c.state
+        st = self.c.state.frame_of(key)
         spi = (-off - 1) // 8
         if off % 8 == 0 and st.is_spilled(spi) and spi in st.spills and st.spills[spi].is_const:
             value = st.spills[spi].const & ((1 << (bpf_map.key_size * 8)) - 1)
@@ -1173,6 +1256,11 @@ class _Call:
             if not reg.var_off.is_const():
                 raise c.fail(errno.EACCES, f"R{regno} is not a known constant'")
             self.alloc_size = reg.const
+        elif arg is Arg.FUNC:
+            raise self.type_error(regno, reg, "func")  # no register holds a function
+        elif arg is Arg.STACK_OR_NULL:
+            if reg.type is not RegType.STACK and not (reg.is_const and reg.const == 0):
+                raise self.type_error(regno, reg, "fp")
         elif arg is Arg.RINGBUF_MEM:
             if reg.type is not RegType.RINGBUF_MEM or reg.maybe_null:
                 raise self.type_error(regno, reg, "ringbuf_mem")
@@ -1234,7 +1322,7 @@ class _Call:
             return
         if reg.type is RegType.STACK:
             lo, hi = c.stack_bounds(regno, reg, reg.off, size, write)
-            st = c.state
+            st = c.state.frame_of(reg)
             for at in range(lo, hi):
                 spi = (-at - 1) // 8
                 if write:

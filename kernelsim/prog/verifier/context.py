@@ -4,7 +4,9 @@
 kernel's callback for that type answers: None (refused: "invalid bpf_context access"), or the
 register type a read yields (a scalar, or a packet pointer for __sk_buff/xdp_md data fields).
 Layouts (x86_64): __sk_buff 192 bytes, xdp_md 24, pt_regs 168, bpf_perf_event_data 184,
-raw tracepoint args 12 x u64, tracepoint records up to PERF_MAX_TRACE_SIZE (8192).
+raw tracepoint args 12 x u64, tracepoint records up to PERF_MAX_TRACE_SIZE (8192); a syscall
+program's context is caller memory of up to U16_MAX bytes, read and written at any aligned
+offset below U16_MAX (the test run checks ctx_size_in against the furthest access).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PERF_EVENT_DATA_SIZE: Final = 184
 RAW_TP_ARGS_SIZE: Final = 8 * 12
 PERF_MAX_TRACE_SIZE: Final = 8192
 XDP_MD_SIZE: Final = 24
+U16_MAX: Final = 0xFFFF
 
 Access = RegType | None
 """What a valid access yields (SCALAR or a packet pointer type); None when refused."""
@@ -154,6 +157,13 @@ def _raw_tracepoint(off: int, size: int, write: bool, _: int, __: bool) -> Acces
     return RegType.SCALAR
 
 
+def _syscall(off: int, size: int, _write: bool, _: int, __: bool) -> Access:
+    """syscall_prog_is_valid_access: reads and writes anywhere aligned below U16_MAX."""
+    if off < 0 or off >= U16_MAX or off % size:
+        return None
+    return RegType.SCALAR
+
+
 CtxRule = Callable[[int, int, bool, int, bool], Access]
 
 CTX_RULES: Final[dict[ProgType, CtxRule]] = {
@@ -166,6 +176,7 @@ CTX_RULES: Final[dict[ProgType, CtxRule]] = {
     ProgType.TRACEPOINT: _tracepoint,
     ProgType.PERF_EVENT: _perf_event,
     ProgType.RAW_TRACEPOINT: _raw_tracepoint,
+    ProgType.SYSCALL: _syscall,
 }
 """The program types whose context the simulator models (others cannot be loaded)."""
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 
 class VerifierError(Exception):
-    """The load fails with `errno`; `message` is the kernel's log line (without newline)."""
+    """The load fails with `errno`; `message` is the kernel's log line (without newline);
+    `trailer` is what the kernel logs after that line (whole lines, e.g. the states of an
+    infinite loop)."""
 
-    def __init__(self, errno: int, message: str) -> None:
+    def __init__(self, errno: int, message: str, trailer: str = "") -> None:
         super().__init__(message)
         self.errno = errno
         self.message = message
+        self.trailer = trailer

@@ -5,6 +5,12 @@
 is the set the kernel's `<type>_func_proto` functions return non-NULL for (6.x, x86_64),
 restricted to the modelled helpers. A helper the kernel knows but that is not modelled, or not
 allowed for the type, is refused with "program of this type cannot use helper".
+
+bpf_loop is modelled up to its callback argument: a callback is an ld_imm64 of a function
+(BPF_PSEUDO_FUNC), which the kernel only accepts with BTF func_info, and BTF is not modelled;
+so no register can hold a function and the call is refused as the kernel refuses it without
+one ("R2 type=scalar expected=func"). Syscall programs get the tracing set; their own helpers
+(sys_bpf, btf_find_by_name_kind, sys_close, kallsyms_lookup_name) are not modelled.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class Arg(enum.Enum):
     SIZE_OR_ZERO = "size_or_zero"
     ALLOC_SIZE_OR_ZERO = "alloc_size_or_zero"
     RINGBUF_MEM = "ringbuf_mem"  # released by the call
+    FUNC = "func"  # a callback function (BPF_PSEUDO_FUNC)
+    STACK_OR_NULL = "stack_or_null"
 
 
 class Ret(enum.Enum):
@@ -123,6 +131,7 @@ PROTOS: Final[dict[int, Proto]] = {
     F.RINGBUF_SUBMIT: Proto((Arg.RINGBUF_MEM, A), Ret.VOID),
     F.RINGBUF_DISCARD: Proto((Arg.RINGBUF_MEM, A), Ret.VOID),
     F.RINGBUF_QUERY: Proto((MAP, A)),
+    F.LOOP: Proto((A, Arg.FUNC, Arg.STACK_OR_NULL, A)),
 }
 """The modelled helpers."""
 
@@ -137,7 +146,8 @@ _BASE: Final = frozenset(
     {F.MAP_LOOKUP_ELEM, F.MAP_UPDATE_ELEM, F.MAP_DELETE_ELEM, F.MAP_PUSH_ELEM, F.MAP_POP_ELEM,
      F.MAP_PEEK_ELEM, F.MAP_LOOKUP_PERCPU_ELEM, F.GET_PRANDOM_U32, F.GET_SMP_PROCESSOR_ID,
      F.GET_NUMA_NODE_ID, F.TAIL_CALL, F.KTIME_GET_NS, F.KTIME_GET_BOOT_NS, F.KTIME_GET_TAI_NS,
-     F.RINGBUF_OUTPUT, F.RINGBUF_RESERVE, F.RINGBUF_SUBMIT, F.RINGBUF_DISCARD, F.RINGBUF_QUERY}
+     F.RINGBUF_OUTPUT, F.RINGBUF_RESERVE, F.RINGBUF_SUBMIT, F.RINGBUF_DISCARD, F.RINGBUF_QUERY,
+     F.LOOP}
 )  # fmt: skip
 _BASE_BPF_CAP: Final = frozenset({F.JIFFIES64})
 _BASE_PERFMON: Final = frozenset(
@@ -181,6 +191,7 @@ TYPE_HELPERS: Final[dict[ProgType, tuple[frozenset[int], bool]]] = {
         False,
     ),
     ProgType.RAW_TRACEPOINT: (_TRACING | _TRACE_OUT, False),
+    ProgType.SYSCALL: (_TRACING | _TRACE_OUT, False),
 }
 """Per type: its own helpers, and whether the socket base (bpf_sk_base_func_proto) applies."""
 

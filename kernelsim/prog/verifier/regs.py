@@ -3,7 +3,8 @@
 A register is NOT_INIT, a scalar (bit-level `Tnum` plus unsigned/signed 64- and 32-bit bounds,
 kept consistent by `sync_bounds` exactly as the kernel's reg_bounds_sync), or a pointer of
 one `RegType` with a fixed offset `off` and a variable offset described by the same scalar
-fields. `fmt_reg` prints a register the way the kernel's print_reg_state does.
+fields; a stack pointer also names the call frame whose stack it points into (`frameno`).
+`fmt_reg` prints a register the way the kernel's print_reg_state does.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Reg:
     """One register's state (mutable; states are copied at branches)."""
 
     __slots__ = (
+        "frameno",
         "id",
         "map",
         "maybe_null",
@@ -92,6 +94,8 @@ class Reg:
         self.maybe_null = False
         self.mem_size = 0
         self.subreg_def = False
+        self.frameno = 0
+        """For a stack pointer: the call frame whose stack it points into."""
 
     def copy(self) -> Reg:
         new = Reg.__new__(Reg)
@@ -350,13 +354,17 @@ def _fmt_ranges(reg: Reg) -> list[str]:
     return parts
 
 
-def fmt_reg(reg: Reg) -> str:
-    """The kernel's text for one register state ("ctx()", "fp-8", "scalar(...)", "5")."""
+def fmt_reg(reg: Reg, frameno: int = 0) -> str:
+    """The kernel's text for one register state ("ctx()", "fp-8", "scalar(...)", "5") as the
+    state of frame `frameno` prints it (a pointer into another frame's stack is "fp[0]-8")."""
     if reg.is_scalar and reg.var_off.is_const():
         return fmt_snum(reg.var_off.value)
     text = reg.type_str()
-    if reg.type is RegType.STACK and reg.var_off.is_const():
-        return text + fmt_snum(reg.var_off.value + reg.off)
+    if reg.type is RegType.STACK:
+        if reg.frameno != frameno:
+            text += f"[{reg.frameno}]"
+        if reg.var_off.is_const():
+            return text + fmt_snum(reg.var_off.value + reg.off)
     fields: list[str] = []
     if reg.id:
         fields.append(f"id={reg.id}")

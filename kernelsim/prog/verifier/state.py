@@ -1,16 +1,27 @@
-"""The verifier state of one path: registers, stack, held references.
+"""The verifier state of one path: call frames (registers and stack each), held references.
 
-The stack is MAX_BPF_STACK bytes below r10, each byte INVALID (never written), MISC (written,
-unknown), ZERO (written zero) or SPILL (part of a spilled register, kept per 8-byte slot as a
-`Reg`). Byte `off` (-512..-1) lives in slot `(-off - 1) // 8` at index `(-off - 1) % 8`, the
-kernel's layout, so the printed slot text ("fp-8=0000????") reads as the kernel's does.
-`equivalent` is the kernel's states_equal for pruning (see docs/fidelity/prog.md for what is
-compared more strictly than the kernel does).
+A `State` is a stack of `Frame`s, the kernel's bpf_verifier_state with its bpf_func_state per
+frame: frame 0 is the main program, each bpf-to-bpf call pushes a frame (`call`: r1-r5 are
+copied into the callee, r0-r5 of the caller become unreadable, the callee's r10 points to its
+own stack) and its exit pops it (`ret`: r0 is handed back, r6-r9 of the caller were never
+touched). References (`refs`) belong to the whole state, as in the kernel since 6.13.
+
+A frame's stack is MAX_BPF_STACK bytes below its r10, each byte INVALID (never written), MISC
+(written, unknown), ZERO (written zero) or SPILL (part of a spilled register, kept per 8-byte
+slot as a `Reg`). Byte `off` (-512..-1) lives in slot `(-off - 1) // 8` at index
+`(-off - 1) % 8`, the kernel's layout, so the printed slot text ("fp-8=0000????") reads as the
+kernel's does. A stack pointer names its frame (`Reg.frameno`): a callee may read and write its
+callers' stacks through pointers passed as arguments.
+
+`equivalent` is the kernel's states_equal for pruning (same frames and call sites, every frame
+covered; see docs/fidelity/prog.md for what is compared more strictly than the kernel does);
+`identical` is its exact comparison (infinite loop detection).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Final
 
 from kernelsim.prog.verifier.regs import Reg, RegType, fmt_reg
@@ -18,6 +29,8 @@ from kernelsim.prog.verifier.regs import Reg, RegType, fmt_reg
 MAX_BPF_STACK: Final = 512
 SLOTS: Final = MAX_BPF_STACK // 8
 FP: Final = 10
+ARG_REGS: Final = range(1, 6)
+CALLER_SAVED: Final = range(6)
 
 
 class Slot(enum.IntEnum):
@@ -31,39 +44,44 @@ SLOT_CHAR: Final = {Slot.INVALID: "?", Slot.SPILL: "r", Slot.MISC: "m", Slot.ZER
 
 
 class StoredState:
-    """A state kept at a prune point (the kernel's bpf_verifier_state_list entry)."""
+    """A state kept at a prune point (the kernel's bpf_verifier_state_list entry): `branches`
+    counts the paths from it still being explored, `hit`/`miss` how often it pruned or failed
+    to (states that keep missing are dropped, as the kernel drops them)."""
 
-    __slots__ = ("branches", "parent", "state")
+    __slots__ = ("branches", "hit", "miss", "parent", "state")
 
     def __init__(self, state: State, parent: StoredState | None) -> None:
         self.state = state
         self.branches = 1
         self.parent = parent
+        self.hit = 0
+        self.miss = 0
 
 
-class State:
-    """One path's state (mutable; `copy` at branches)."""
+class Frame:
+    """One function's registers and stack (the kernel's bpf_func_state)."""
 
-    __slots__ = ("allocated", "parent", "refs", "regs", "spills", "types")
+    __slots__ = ("allocated", "callsite", "frameno", "regs", "spills", "subprog", "types")
 
-    def __init__(self) -> None:
+    def __init__(self, frameno: int = 0, callsite: int = -1, subprog: int = 0) -> None:
+        self.frameno = frameno
+        self.callsite = callsite
+        """The call instruction that made this frame (-1 for the main program)."""
+        self.subprog = subprog
         self.regs = [Reg() for _ in range(11)]
+        self.regs[FP].mark_pointer(RegType.STACK, frameno=frameno)
         self.types = bytearray(MAX_BPF_STACK)
         """Per stack byte, index -off-1 (so index 0 is fp-1)."""
         self.spills: dict[int, Reg] = {}
         self.allocated = 0
-        self.refs: list[tuple[int, int]] = []
-        """Acquired references: (id, insn index)."""
-        self.parent: StoredState | None = None
 
-    def copy(self) -> State:
-        new = State.__new__(State)
+    def copy(self) -> Frame:
+        new = Frame.__new__(Frame)
+        new.frameno, new.callsite, new.subprog = self.frameno, self.callsite, self.subprog
         new.regs = [r.copy() for r in self.regs]
         new.types = bytearray(self.types)
         new.spills = {k: v.copy() for k, v in self.spills.items()}
         new.allocated = self.allocated
-        new.refs = list(self.refs)
-        new.parent = self.parent
         return new
 
     # -- stack slots ----------------------------------------------------------------------------
@@ -92,18 +110,14 @@ class State:
         need = (need + 7) // 8 * 8
         self.allocated = max(self.allocated, need)
 
-    def all_regs(self) -> list[Reg]:
-        """Registers and spilled registers (bpf_for_each_reg_in_vstate)."""
-        return self.regs + list(self.spills.values())
-
     # -- printing (print_verifier_state) --------------------------------------------------------
     def text(self, regs: set[int] | None, slots: set[int] | None) -> str:
-        """ " R1=ctx() R10=fp0 fp-8=..." for the given registers/slots (None: all)."""
-        parts: list[str] = []
+        """ " frame1: R1=ctx() R10=fp0 fp-8=..." for the given registers/slots (None: all)."""
+        parts: list[str] = [f" frame{self.frameno}:"] if self.frameno else []
         for i, reg in enumerate(self.regs):
             if reg.type is RegType.NOT_INIT or (regs is not None and i not in regs):
                 continue
-            parts.append(f" R{i}={fmt_reg(reg)}")
+            parts.append(f" R{i}={fmt_reg(reg, self.frameno)}")
         for spi in range(self.allocated // 8):
             if slots is not None and spi not in slots:
                 continue
@@ -113,16 +127,16 @@ class State:
             text = "".join(SLOT_CHAR[c] for c in chars)
             if chars[7] == Slot.SPILL and spi in self.spills:
                 first = next(j for j in range(8) if chars[j] == Slot.SPILL)
-                text = text[:first] + fmt_reg(self.spills[spi])
+                text = text[:first] + fmt_reg(self.spills[spi], self.frameno)
             parts.append(f" fp{-(spi + 1) * 8}={text}")
-        if self.refs:
-            parts.append(" refs=" + ",".join(str(ref_id) for ref_id, _ in self.refs))
         return "".join(parts)
 
-    # -- pruning (states_equal) -----------------------------------------------------------------
-    def equivalent(self, cur: State, live: int, allow_uninit_stack: bool) -> bool:
-        """Whether `cur` (at the same instruction) is covered by this explored state."""
-        idmap: dict[int, int] = {}
+    # -- comparisons ----------------------------------------------------------------------------
+    def equivalent(
+        self, cur: Frame, live: int, allow_uninit_stack: bool, idmap: dict[int, int]
+    ) -> bool:
+        """func_states_equal: every live register and written stack byte of this (old) frame
+        covers `cur`'s."""
         for i in range(11):
             if live >> i & 1 and not _regsafe(self.regs[i], cur.regs[i], idmap):
                 return False
@@ -137,20 +151,123 @@ class State:
                 old_r, cur_r = self.spills.get(spi), cur.spills.get(spi)
                 if old_r is None or cur_r is None or not _regsafe(old_r, cur_r, idmap):
                     return False
-        if len(self.refs) != len(cur.refs):
+        return True
+
+    def identical(self, cur: Frame, idmap: dict[int, int]) -> bool:
+        if self.callsite != cur.callsite or self.types != cur.types:
             return False
-        return all(
-            _check_id(a, b, idmap) for (a, _), (b, _) in zip(self.refs, cur.refs, strict=True)
-        )
+        if set(self.spills) != set(cur.spills):
+            return False
+        mine = self.regs + [self.spills[k] for k in sorted(self.spills)]
+        theirs = cur.regs + [cur.spills[k] for k in sorted(cur.spills)]
+        return all(_reg_identical(a, b, idmap) for a, b in zip(mine, theirs, strict=True))
+
+
+class State:
+    """One path's state (mutable; `copy` at branches)."""
+
+    __slots__ = ("frames", "parent", "refs")
+
+    def __init__(self) -> None:
+        self.frames = [Frame()]
+        self.refs: list[tuple[int, int]] = []
+        """Acquired references: (id, insn index)."""
+        self.parent: StoredState | None = None
+
+    def copy(self) -> State:
+        new = State.__new__(State)
+        new.frames = [f.copy() for f in self.frames]
+        new.refs = list(self.refs)
+        new.parent = self.parent
+        return new
+
+    @property
+    def cur(self) -> Frame:
+        """The frame being executed."""
+        return self.frames[-1]
+
+    @property
+    def regs(self) -> list[Reg]:
+        return self.frames[-1].regs
+
+    @property
+    def curframe(self) -> int:
+        return len(self.frames) - 1
+
+    def frame_of(self, reg: Reg) -> Frame:
+        """The frame whose stack a stack pointer points into."""
+        return self.frames[reg.frameno]
+
+    def all_regs(self) -> list[Reg]:
+        """Registers and spilled registers of every frame (bpf_for_each_reg_in_vstate)."""
+        regs: list[Reg] = []
+        for frame in self.frames:
+            regs += frame.regs
+            regs += frame.spills.values()
+        return regs
+
+    # -- calls ----------------------------------------------------------------------------------
+    def call(self, callsite: int, subprog: int) -> Frame:
+        """Enter a subprogram (setup_func_entry + clear_caller_saved_regs); returns the callee."""
+        caller = self.cur
+        callee = Frame(len(self.frames), callsite, subprog)
+        for regno in ARG_REGS:
+            callee.regs[regno].assign(caller.regs[regno])
+        for regno in CALLER_SAVED:
+            caller.regs[regno].mark_not_init()
+        self.frames.append(callee)
+        return callee
+
+    def ret(self) -> int:
+        """Leave a subprogram: the caller gets r0; returns the call site."""
+        callee = self.frames.pop()
+        self.cur.regs[0].assign(callee.regs[0])
+        return callee.callsite
+
+    # -- printing -------------------------------------------------------------------------------
+    def text(self, frameno: int, regs: set[int] | None, slots: set[int] | None) -> str:
+        """print_verifier_state of frame `frameno` (the held references follow)."""
+        text = self.frames[frameno].text(regs, slots)
+        if self.refs:
+            text += " refs=" + ",".join(str(ref_id) for ref_id, _ in self.refs)
+        return text
+
+    # -- pruning (states_equal) -----------------------------------------------------------------
+    def equivalent(self, cur: State, live: Sequence[int], allow_uninit_stack: bool) -> bool:
+        """Whether `cur` (at the same instruction) is covered by this explored state; `live`
+        gives the live registers per frame."""
+        if len(self.frames) != len(cur.frames) or len(self.refs) != len(cur.refs):
+            return False
+        idmap: dict[int, int] = {}
+        if not all(_check_id(a, b, idmap) for (a, _), (b, _) in zip(self.refs, cur.refs, strict=True)):
+            return False
+        for old, new, mask in zip(self.frames, cur.frames, live, strict=True):
+            if old.callsite != new.callsite:
+                return False
+            if not old.equivalent(new, mask, allow_uninit_stack, idmap):
+                return False
+        return True
 
     def identical(self, cur: State) -> bool:
-        """Exact equality (infinite loop detection)."""
-        if self.types != cur.types or self.refs != cur.refs:
+        """Exact equality up to a renaming of ids (infinite loop detection)."""
+        if len(self.frames) != len(cur.frames) or len(self.refs) != len(cur.refs):
             return False
-        for a, b in zip(self.all_regs(), cur.all_regs(), strict=False):
-            if any(getattr(a, n) != getattr(b, n) for n in Reg.__slots__):
-                return False
-        return set(self.spills) == set(cur.spills)
+        idmap: dict[int, int] = {}
+        if not all(_check_id(a, b, idmap) for (a, _), (b, _) in zip(self.refs, cur.refs, strict=True)):
+            return False
+        return all(a.identical(b, idmap) for a, b in zip(self.frames, cur.frames, strict=True))
+
+
+_EXACT_FIELDS: Final = tuple(n for n in Reg.__slots__ if n not in ("id", "ref_obj_id"))
+
+
+def _reg_identical(a: Reg, b: Reg, idmap: dict[int, int]) -> bool:
+    """regs_exact: every field equal, ids equal up to renaming."""
+    return (
+        all(getattr(a, n) == getattr(b, n) for n in _EXACT_FIELDS)
+        and _check_id(a.id, b.id, idmap)
+        and _check_id(a.ref_obj_id, b.ref_obj_id, idmap)
+    )
 
 
 def _check_id(old: int, cur: int, idmap: dict[int, int]) -> bool:
@@ -172,6 +289,8 @@ def _regsafe(old: Reg, cur: Reg, idmap: dict[int, int]) -> bool:
     if old.is_scalar:
         return old.range_within(cur)
     if old.off != cur.off or old.map is not cur.map or old.mem_size != cur.mem_size:
+        return False
+    if old.type is RegType.STACK and old.frameno != cur.frameno:
         return False
     if old.type.is_packet and old.range > cur.range:
         return False

@@ -1,13 +1,15 @@
 """The verifier's passes before the abstract interpreter, in the kernel's order.
 
-1. `check_jumps` (check_subprogs): every jump lands inside the program, the last instruction is
-   an exit or a jump ("jump out of range from insn %d to %d", "last insn is not an exit or jmp").
-2. `resolve_ld_imm64` (resolve_pseudo_ldimm64): LDX reserved fields, well-formed ld_imm64 pairs,
-   map fds (EBADF for no fd, EINVAL for an fd that is not a map), map value pointers, unknown
-   opcodes ("unknown opcode %02x"). Takes a reference on each map (the caller releases them).
-3. `check_cfg`: depth-first walk from insn 0 ("back-edge from insn %d to %d" unless the loader
-   is bpf_capable, "unreachable insn %d", "jump into the middle of ldimm64 insn %d"); marks
-   prune points; `liveness` computes the registers live before each instruction.
+(Subprogram discovery and boundaries come first: module `subprogs`.)
+
+1. `resolve_ld_imm64` (resolve_pseudo_ldimm64): LDX reserved fields, well-formed ld_imm64 pairs,
+   map fds (EBADF for no fd, EINVAL for an fd that is not a map), the map types a sleepable
+   program may use, map value pointers, unknown opcodes ("unknown opcode %02x"); function
+   loads (BPF_PSEUDO_FUNC) pass. Takes a reference on each map (the caller releases them).
+2. `check_cfg`: depth-first walk from insn 0, into callees at pseudo calls and function loads
+   ("back-edge from insn %d to %d" unless the loader is bpf_capable, "unreachable insn %d",
+   "jump into the middle of ldimm64 insn %d"); marks prune points; `liveness` computes the
+   registers live before each instruction (within each function: a call defines r0-r5).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bpfsys.abi import (
     BPF_MEM,
     BPF_MEMSX,
     BPF_PSEUDO_CALL,
+    BPF_PSEUDO_FUNC,
     BPF_PSEUDO_MAP_FD,
     BPF_PSEUDO_MAP_IDX,
     BPF_PSEUDO_MAP_IDX_VALUE,
@@ -41,6 +44,7 @@ from bpfsys.abi import (
     BPF_ST,
     BPF_STX,
     BPF_X,
+    BpfFunc,
     MapType,
 )
 from bpfsys.asm import Insn
@@ -94,18 +98,19 @@ def jump_target(index: int, insn: Insn) -> int:
     return index + insn.off + 1
 
 
-def check_jumps(insns: Sequence[Insn]) -> None:
-    """check_subprogs for a program with one subprogram."""
-    count = len(insns)
-    for i, insn in enumerate(insns):
-        cls, op = insn.code & 0x07, insn.code & 0xF0
-        if cls in (BPF_JMP, BPF_JMP32) and op not in (BPF_EXIT, BPF_CALL):
-            target = jump_target(i, insn)
-            if not 0 <= target < count:
-                raise VerifierError(errno.EINVAL, f"jump out of range from insn {i} to {target}")
-    last = insns[-1].code
-    if last not in (EXIT, BPF_JMP | BPF_JA, BPF_JMP32 | BPF_JA):
-        raise VerifierError(errno.EINVAL, "last insn is not an exit or jmp")
+def is_pseudo_call(insn: Insn) -> bool:
+    """A bpf-to-bpf call (`call local`)."""
+    return insn.code == CALL and insn.src == BPF_PSEUDO_CALL
+
+
+def is_pseudo_func(insn: Insn) -> bool:
+    """An ld_imm64 of a function's address (a callback for bpf_loop and friends)."""
+    return insn.code == LD_IMM64 and insn.src == BPF_PSEUDO_FUNC
+
+
+def callee(index: int, insn: Insn) -> int:
+    """The first instruction of the function a pseudo call or function load at `index` names."""
+    return index + insn.imm + 1
 
 
 @attrs.frozen
@@ -119,6 +124,14 @@ class MapRef:
 MapLookup = Callable[[int], BpfMap]
 """fd -> map; raises VerifierError(EBADF/EINVAL) with the kernel's message."""
 
+SLEEPABLE_MAP_TYPES: Final = frozenset(
+    {MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_HASH,
+     MapType.LRU_PERCPU_HASH, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS, MapType.RINGBUF,
+     MapType.USER_RINGBUF, MapType.INODE_STORAGE, MapType.SK_STORAGE, MapType.TASK_STORAGE,
+     MapType.CGRP_STORAGE, MapType.QUEUE, MapType.STACK, MapType.ARENA}
+)  # fmt: skip
+"""The map types a sleepable program may use (check_map_prog_compatibility, 6.18)."""
+
 
 def resolve_ld_imm64(
     insns: Sequence[Insn],
@@ -126,6 +139,7 @@ def resolve_ld_imm64(
     lookup_fd: MapLookup,
     fd_array: Callable[[int], int] | None,
     used_maps: list[BpfMap],
+    sleepable: bool = False,
 ) -> dict[int, MapRef]:
     """resolve_pseudo_ldimm64: validate and resolve map loads; `used_maps` gets each map once
     (with a reference taken)."""
@@ -141,8 +155,8 @@ def resolve_ld_imm64(
             nxt = insns[i + 1] if i + 1 < len(insns) else None
             if nxt is None or nxt.code or nxt.dst or nxt.src or nxt.off:
                 raise VerifierError(errno.EINVAL, "invalid bpf_ld_imm64 insn")
-            if insn.src:
-                refs[i] = _resolve_map(insn, nxt, lookup_fd, fd_array, used_maps)
+            if insn.src and insn.src != BPF_PSEUDO_FUNC:
+                refs[i] = _resolve_map(insn, nxt, lookup_fd, fd_array, used_maps, sleepable)
             i += 2
             continue
         added = OPCODES.get(insn.code)
@@ -158,6 +172,7 @@ def _resolve_map(
     lookup_fd: MapLookup,
     fd_array: Callable[[int], int] | None,
     used_maps: list[BpfMap],
+    sleepable: bool,
 ) -> MapRef:
     src = insn.src
     if src not in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_MAP_IDX,
@@ -173,6 +188,11 @@ def _resolve_map(
         fd = insn.imm
     bpf_map = lookup_fd(fd)
     if not any(m is bpf_map for m in used_maps):
+        if sleepable and bpf_map.map_type not in SLEEPABLE_MAP_TYPES:
+            raise VerifierError(
+                errno.EINVAL,
+                "Sleepable programs can only use array, hash, ringbuf and local storage maps",
+            )
         bpf_map.hold()
         used_maps.append(bpf_map)
     if src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX):
@@ -193,25 +213,42 @@ def _resolve_map(
 
 @attrs.frozen
 class Cfg:
-    """What check_cfg learned: prune points and the jump points."""
+    """What check_cfg learned: prune points, and where a state must be kept (before helpers
+    that call a callback, so the verifier can tell when their iterations converge)."""
 
     prune_points: frozenset[int]
+    force_checkpoints: frozenset[int]
+
+
+CALLBACK_HELPERS: Final = frozenset(
+    {BpfFunc.LOOP, BpfFunc.FOR_EACH_MAP_ELEM, BpfFunc.FIND_VMA, BpfFunc.USER_RINGBUF_DRAIN}
+)
+"""Helpers that call a callback synchronously (is_sync_callback_calling_function)."""
 
 
 def _successors(i: int, insn: Insn) -> list[tuple[int, bool]]:
-    """(successor, is_branch_edge) in the order check_cfg visits them."""
+    """(successor, is_branch_edge) in the order check_cfg visits them; a pseudo call or
+    function load also leads into its callee."""
     cls, op = insn.code & 0x07, insn.code & 0xF0
     if insn.code == LD_IMM64:
-        return [(i + 2, False)]
+        return [(i + 2, False), (callee(i, insn), True)] if is_pseudo_func(insn) else [(i + 2, False)]
     if cls not in (BPF_JMP, BPF_JMP32):
         return [(i + 1, False)]
     if op == BPF_EXIT:
         return []
     if op == BPF_CALL:
-        return [(i + 1, False)]
+        return [(i + 1, False), (callee(i, insn), True)] if is_pseudo_call(insn) else [(i + 1, False)]
     if op == BPF_JA:
         return [(jump_target(i, insn), False)]
     return [(i + 1, False), (jump_target(i, insn), True)]
+
+
+def _within(i: int, insn: Insn) -> list[int]:
+    """Successors inside the same function (liveness does not follow calls)."""
+    edges = _successors(i, insn)
+    if is_pseudo_call(insn) or is_pseudo_func(insn):
+        edges = edges[:1]
+    return [s for s, _ in edges]
 
 
 def check_cfg(insns: Sequence[Insn], allow_loops: bool) -> Cfg:
@@ -220,11 +257,19 @@ def check_cfg(insns: Sequence[Insn], allow_loops: bool) -> Cfg:
     discovered, explored = 1, 2
     state = [0] * count
     prune: set[int] = set()
+    force: set[int] = set()
     for i, insn in enumerate(insns):
         if is_cond_jump(insn):
             prune.add(i)
         elif insn.code == CALL:
             prune.add(i + 1)
+            if is_pseudo_call(insn):
+                prune.add(i)
+            elif insn.src == 0 and insn.imm in CALLBACK_HELPERS:
+                prune.add(i)
+                force.add(i)
+        elif is_pseudo_func(insn):
+            prune.update((i, i + 2))
     stack = [0]
     state[0] = discovered
     next_edge = [0] * count
@@ -258,7 +303,7 @@ def check_cfg(insns: Sequence[Insn], allow_loops: bool) -> Cfg:
                 raise VerifierError(errno.EINVAL, f"jump into the middle of ldimm64 insn {i}")
             i += 1
         i += 1
-    return Cfg(frozenset(prune))
+    return Cfg(frozenset(prune), frozenset(force))
 
 
 def _uses_defs(insn: Insn, call_args: Callable[[int], int]) -> tuple[int, int]:
@@ -299,7 +344,7 @@ def liveness(insns: Sequence[Insn], call_args: Callable[[int], int]) -> list[int
     count = len(insns)
     live = [0] * (count + 2)
     info = [_uses_defs(insn, call_args) for insn in insns]
-    succ = [[s for s, _ in _successors(i, insn) if s < count] for i, insn in enumerate(insns)]
+    succ = [[s for s in _within(i, insn) if s < count] for i, insn in enumerate(insns)]
     changed = True
     while changed:
         changed = False

@@ -1,0 +1,207 @@
+"""`ExecSession`: one native program run against a simulated kernel.
+
+Theory of operation
+-------------------
+`ExecSession(argv, config)` launches the program under the filter (`kernelsim.exec.launch`),
+boots a `Kernel` whose current task is the program (config.pid, config.comm) and whose fd table
+is the program's (`RemoteFdTable`), and serves: one loop waits on the listener and on the
+release watcher, answers each notification (`SyscallServer`) and applies the answer through
+the listener, and applies file releases as they come. It ends when no task is left under the
+filter (the listener hangs up); then every file reference the program held is dropped and the
+program's exit status is returned (128 + the signal for a killed program, as a shell shows it).
+
+`lock` is held while a call is served; code that touches the kernel from another thread while
+the program runs (a test firing a tracepoint) holds it too: `with session.lock: ...`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+import attrs
+
+from bpfsys.backend import Backend
+from kernelsim.backend import SimBackend
+from kernelsim.exec.closewatch import CloseWatcher
+from kernelsim.exec.launch import Launched, launch
+from kernelsim.exec.listener import Gone, Listener, Notification
+from kernelsim.exec.readiness import Readiness
+from kernelsim.exec.remote_fds import RemoteFdTable
+from kernelsim.exec.seccomp import native_arch
+from kernelsim.exec.server import Answer, SyscallServer
+from kernelsim.exec.tasks import Tasks
+from kernelsim.kernel import Kernel, KernelConfig
+
+SECCOMP_IOCTL_NOTIF_SET_FLAGS: Final = 0x40082104
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: Final = 1
+"""Since 6.6: the supervisor runs on the waiting task's CPU (a faster round trip)."""
+COMM_LEN: Final = 15
+
+
+def _apply(listener: Listener, notif_id: int, answer: Answer) -> None:
+    """Send `answer` (Gone when the task no longer waits)."""
+    if answer.error:
+        listener.reply_error(notif_id, answer.error)
+    elif answer.new_file is not None:
+        new = answer.new_file
+        listener.reply_fd(notif_id, new.srcfd, new.cloexec)
+    elif answer.plain_file is not None:
+        plain = answer.plain_file
+        listener.reply_fd(notif_id, plain.srcfd, plain.cloexec)
+    elif answer.proceed:
+        listener.reply_continue(notif_id)
+    else:
+        listener.reply_value(notif_id, answer.value)
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell shows it: the exit code, or 128 + the signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+@attrs.define
+class SessionStats:
+    """What the loop did (for --verbose and the benchmark)."""
+
+    calls: int = 0
+    continued: int = 0
+    undelivered: int = 0
+
+
+class ExecSession:
+    """A program running against a simulated kernel (module docstring)."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        config: KernelConfig | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        wrap: Callable[[SimBackend], Backend] | None = None,
+    ) -> None:
+        """Launch `argv` (it waits for `serve`); `wrap` puts a delegating backend (a recorder)
+        around the simulator."""
+        if not argv:
+            raise ValueError("no program to run")
+        arch = native_arch()
+        self._launched: Launched = launch(argv, env)
+        pid = self._launched.pid
+        base = KernelConfig() if config is None else config
+        comm = os.path.basename(argv[0])[:COMM_LEN]
+        try:
+            self.kernel = Kernel(attrs.evolve(base, pid=pid, comm=comm))
+            self.watcher = CloseWatcher()
+        except BaseException:
+            self._abort()
+            raise
+        self.pid = pid
+        self.lock = threading.RLock()
+        self.stats = SessionStats()
+        self.fds = RemoteFdTable(self.watcher, Readiness(arch))
+        self.tasks = Tasks(arch)
+        sim = SimBackend(self.kernel)
+        self.backend: Backend = sim if wrap is None else wrap(sim)
+        self.server = SyscallServer(self.kernel, self.backend, self.fds, self.tasks, arch)
+        self.listener = self._launched.listener
+        self.exit_status: int | None = None
+        try:
+            fcntl.ioctl(self.listener.fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                        SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)  # fmt: skip
+        except OSError:
+            pass  # before 6.6: the ordinary wakeup
+
+    @property
+    def wait_killable(self) -> bool:
+        """Whether a signal cannot interrupt a served call (WAIT_KILLABLE_RECV, 5.19)."""
+        return self._launched.wait_killable
+
+    def _abort(self) -> None:
+        self._launched.listener.close()
+        self._launched.go.close()
+        os.waitpid(self._launched.pid, 0)
+
+    # -- serving ---------------------------------------------------------------------------------
+    def _serve_one(self, notification: Notification) -> None:
+        server = self.server
+        with self.lock:
+            self.stats.calls += 1
+            answer = server.answer(notification)
+            if answer.proceed:
+                self.stats.continued += 1
+            try:
+                if answer.replace is not None:
+                    fd, pending = answer.replace
+                    try:
+                        self.listener.replace_fd(notification.id, pending.srcfd, fd, pending.cloexec)
+                    except OSError:
+                        self.fds.abandoned(pending)
+                        raise
+                    self.fds.installed(pending)
+                _apply(self.listener, notification.id, answer)
+            except Gone:
+                self.stats.undelivered += 1
+                server.undelivered(answer)
+            else:
+                server.delivered(answer)
+            finally:
+                if answer.plain_file is not None:
+                    os.close(answer.plain_file.srcfd)
+
+    def serve(self) -> int:
+        """Let the program run and serve it until no task is left; its exit code."""
+        self._launched.start()
+        listener, watcher = self.listener, self.watcher
+        poller = select.epoll()
+        poller.register(listener.fd, select.EPOLLIN)
+        poller.register(watcher.fd, select.EPOLLIN)
+        try:
+            done = False
+            while not done:
+                for fd, events in poller.poll():
+                    if fd == watcher.fd:
+                        with self.lock:
+                            self.fds.on_releases()
+                    elif events & select.EPOLLIN:
+                        notification = listener.receive()
+                        if notification is not None:
+                            self._serve_one(notification)
+                    else:
+                        done = True
+        finally:
+            poller.close()
+            self._finish()
+        assert self.exit_status is not None
+        return exit_code(self.exit_status)
+
+    def _finish(self) -> None:
+        _, status = os.waitpid(self.pid, 0)
+        self.exit_status = status
+        with self.lock:
+            self.fds.on_releases()
+            self.fds.release_all()
+            self.fds.readiness.close()
+        self.listener.close()
+        self.watcher.close()
+        self.tasks.close()
+
+    def serve_in_thread(self) -> threading.Thread:
+        """`serve` in a new thread (tests drive the kernel meanwhile, holding `lock`)."""
+        thread = threading.Thread(target=self.serve, name=f"kernelsim-exec-{self.pid}", daemon=True)
+        thread.start()
+        return thread
+
+    def kill(self) -> None:
+        """Kill the program (ESRCH when it is gone already is fine)."""
+        try:
+            os.kill(self.pid, 9)
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
