@@ -51,6 +51,10 @@ BEHAVIOURS: Final[dict[str, str]] = {
     "map_mem_usage": "6.4",  # fdinfo memlock is each map type's exact map_mem_usage()
     "unpriv_checks_in_commands": "6.5",  # unprivileged_bpf_disabled checked in MAP_CREATE, not
     # at bpf() entry for every command
+    "devmap_prog": "5.8",  # devmap values may carry a program fd; devmaps get BPF_F_RDONLY_PROG
+    "cpumap_prog": "5.9",  # cpumap values may carry a program fd
+    "sockmap_cookie": "5.6",  # sock maps take 8-byte values; lookups give the socket cookie
+    "stack_trace_lookup_and_delete": "6.18",  # LOOKUP_AND_DELETE_ELEM on STACK_TRACE maps
 }
 
 

@@ -25,7 +25,12 @@ PROG_DETACH: the attach type (tcx/netkit: the program fd when given), flags: EIN
 target. PROG_QUERY: CAP_NET_ADMIN (EPERM), query_flags beyond BPF_F_QUERY_EFFECTIVE (EINVAL),
 then the target by attach type; other attach types are EINVAL.
 
-The one attachment modelled whole is the flow dissector of the current network namespace
+Sock maps (SOCKMAP, SOCKHASH) take SK_SKB and SK_MSG programs whole: attach, detach and query
+follow the map's program slots (`kernelsim.maps.sockmap`); a query writes attach_flags and
+prog_cnt back also when it fails with EOPNOTSUPP (not a sock map) or EBUSY. Sockmap links
+(LINK_CREATE) are not modelled: EOPNOTSUPP once the target is a sock map.
+
+The other attachment modelled whole is the flow dissector of the current network namespace
 (`FlowDissectorSlot`): attach (target_fd, flags and replace_bpf_fd must be zero; the same program
 twice: EINVAL; another program replaces it), detach (ENOENT unless that program is attached),
 query through a netns fd of this process (/proc/self/ns/net). Whatever the simulator cannot
@@ -55,6 +60,7 @@ from kernelsim.dispatch import BpfCall, bpf_command
 from kernelsim.errors import fail
 from kernelsim.link import check_attach_type, link_creator, prog_type_of_attach
 from kernelsim.maps.base import BpfMap
+from kernelsim.maps.sockmap import SockMapBase
 from kernelsim.objects import KernelObject
 from kernelsim.prog.program import BpfProgram
 
@@ -102,11 +108,13 @@ def _netns(kernel: Kernel, fd: int) -> NoReturn:
     fail(errno.EINVAL, f"fd {fd} is not a network namespace the simulator can attach to")
 
 
-def _sock_map(kernel: Kernel, fd: int) -> NoReturn:
+def _sock_map(kernel: Kernel, fd: int) -> SockMapBase:
+    """The sock map behind `fd` (EBADF / EINVAL for no map; EOPNOTSUPP for another map type:
+    sock_map_progs has no programs for it)."""
     bpf_map = kernel.fds.get(fd, BpfMap)
-    if bpf_map.map_type not in SOCK_MAPS:
+    if not isinstance(bpf_map, SockMapBase):
         fail(errno.EOPNOTSUPP, f"{bpf_map.map_type.name} maps take no programs")
-    fail(errno.EOPNOTSUPP, "sockmap program attachment is not modelled")
+    return bpf_map
 
 
 def _sched_cls(kernel: Kernel, attach_type: int) -> NoReturn:
@@ -169,7 +177,8 @@ def prog_attach(call: BpfCall) -> int:
     if ptype in SOCKMAP_PROG_TYPES:
         if attr.attach_flags or attr.replace_bpf_fd:
             fail(errno.EINVAL, "sockmap attachment takes no flags")
-        _sock_map(kernel, attr.target_fd)
+        _sock_map(kernel, attr.target_fd).attach(prog, attr.attach_type)
+        return 0
     if ptype is ProgType.LIRC_MODE2:
         if attr.attach_flags:
             fail(errno.EINVAL, "lirc attachment takes no flags")
@@ -206,7 +215,8 @@ def prog_detach(call: BpfCall) -> int:
         prog = kernel.fds.get(attr.attach_bpf_fd, BpfProgram)
         if prog.prog_type is not ptype:
             fail(errno.EINVAL, f"a {prog.prog_type.name} program, not {ptype.name}")
-        _sock_map(kernel, attr.target_fd)
+        _sock_map(kernel, attr.target_fd).detach(prog, attr.attach_type)
+        return 0
     if ptype is ProgType.LIRC_MODE2:
         _lirc(kernel, attr.target_fd)
     if ptype is ProgType.FLOW_DISSECTOR:
@@ -233,9 +243,7 @@ def prog_query(call: BpfCall) -> int:
     if ptype in CGROUP_PROG_TYPES and attr.attach_type != AttachType.LSM_MAC:
         _cgroup(kernel, attr.target_fd)
     if ptype in SOCKMAP_PROG_TYPES:
-        if attr.attach_flags or attr.query_flags:
-            fail(errno.EINVAL, "sockmap query takes no flags")
-        _sock_map(kernel, attr.target_fd)
+        return _query_sock_map(call, attr)
     if ptype is ProgType.LIRC_MODE2:
         if attr.query_flags:
             fail(errno.EINVAL, "lirc query takes no flags")
@@ -245,6 +253,31 @@ def prog_query(call: BpfCall) -> int:
     if ptype is ProgType.SCHED_CLS:
         _sched_cls(kernel, attr.attach_type)
     fail(errno.EINVAL, f"attach type {attr.attach_type} cannot be queried")
+
+
+def _query_sock_map(call: BpfCall, attr: ProgQueryAttr) -> int:
+    """sock_map_bpf_prog_query: attach_flags and prog_cnt are written back even when the map
+    has no such attach point (EOPNOTSUPP) or the other verdict is attached (EBUSY)."""
+    kernel = call.kernel
+    if attr.query_flags:
+        fail(errno.EINVAL, "sockmap query takes no flags")
+    bpf_map = kernel.fds.get(attr.target_fd, BpfMap)
+    prog: BpfProgram | None = None
+    error: OSError | None = None
+    try:
+        if not isinstance(bpf_map, SockMapBase):
+            fail(errno.EOPNOTSUPP, f"{bpf_map.map_type.name} maps take no programs")
+        prog = bpf_map.attached(attr.attach_type)
+    except OSError as exc:
+        error = exc
+    count = 0 if prog is None else 1
+    call.write_back("attach_flags", 0)
+    if prog is not None and attr.prog_cnt and attr.prog_ids:
+        kernel.memory.write(attr.prog_ids, prog.id.to_bytes(4, "little"))
+    call.write_back("prog_cnt", count)
+    if error is not None:
+        raise error
+    return 0
 
 
 def _query_netns(call: BpfCall, attr: ProgQueryAttr) -> int:

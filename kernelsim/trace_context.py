@@ -146,7 +146,7 @@ def build_record(
         if field is None:
             raise ValueError(f"{call.system}/{call.name} has no field {name!r}")
         if "__data_loc" in field.decl:
-            text = (value.encode("latin-1") if isinstance(value, str) else bytes(value)) + b"\0"  # type: ignore[arg-type]
+            text = (value.encode("latin-1") if isinstance(value, str) else bytes(value)) + b"\0"
             value = len(text) << 16 | (end + len(dynamic))
             dynamic += text
         record[field.offset : field.offset + field.size] = _encode_field(field, value)

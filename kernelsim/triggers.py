@@ -13,7 +13,8 @@ the kernel's order:
 2. *The trace event's programs* (attached through perf events: SET_BPF or perf links; one
    array per trace event, so they run whether or not their perf event is enabled and on which
    CPU it counts) run in attach order with the context of their type (kernelsim.trace_context)
-   and their cookie. The event goes on only if every program returned a value with bit 0 set:
+   and their cookie; tracepoint programs see kernel registers (their bpf_perf_event_output
+   samples say MISC_KERNEL, measured, also for syscall events whose own samples say MISC_USER). The event goes on only if every program returned a value with bit 0 set:
    the kernel ANDs the u32 results starting from 1 (trace_call_bpf / bpf_prog_run_array,
    measured: 1 and 3 keep the sample, 0 and 2 drop it, 1 then 2 drops it).
 3. *Perf events* of the trace event that are enabled, on this CPU (CPU-wide events) or
@@ -48,10 +49,10 @@ from kernelsim.current import Current, RunContext, Task
 from kernelsim.perf.attr import has_flag, is_sampling
 from kernelsim.perf.event import PerfEvent, PerfState, Trigger
 from kernelsim.perf.filter import RecordContext
+from kernelsim.perf.kallsyms import kprobe_symbol
 from kernelsim.perf.output import PERF_RECORD_MISC_KERNEL, PERF_RECORD_MISC_USER, perf_output
 from kernelsim.perf.pmu import ClockPmu
 from kernelsim.perf.trace_event import EventKind, TraceEventCall
-from kernelsim.perf.kallsyms import kprobe_symbol
 from kernelsim.prog.interpreter.kernel_run import run_on_kernel
 from kernelsim.prog.interpreter.runtime import RunEnv
 from kernelsim.raw_tracepoint import RawTracepoints
@@ -104,15 +105,17 @@ class _Firing:
         self.task = task
         self.regs = regs
         self.user_regs = user_mode(regs)
+        self.program_user_regs = self.user_regs
+        """Whether the registers programs see (bpf_perf_event_output's samples) are user ones:
+        tracepoint programs get kernel registers even for syscall events (measured)."""
         self.runs: list[ProgramRun] = []
         self.samples = 0
 
     def context(self, cookie: int, func_ip: int = 0) -> RunContext:
-        return RunContext(cookie, func_ip, self.user_regs, register(self.regs, "ip"))
+        ip = register(self.regs, "ip") if self.program_user_regs == self.user_regs else 0
+        return RunContext(cookie, func_ip, self.program_user_regs, ip)
 
-    def run(
-        self, prog: BpfProgram, ctx: bytearray, name: str, context: RunContext
-    ) -> int:
+    def run(self, prog: BpfProgram, ctx: bytearray, name: str, context: RunContext) -> int:
         """Run `prog` on a copy of `ctx` as the current task; its 64-bit result."""
         current = self.kernel.subsystem(Current)
 
@@ -124,9 +127,7 @@ class _Firing:
         self.runs.append(ProgramRun(prog.id, retval))
         return retval
 
-    def run_array(
-        self, call: TraceEventCall, ctx: bytearray, name: str, func_ip: int = 0
-    ) -> bool:
+    def run_array(self, call: TraceEventCall, ctx: bytearray, name: str, func_ip: int = 0) -> bool:
         """The trace event's programs (rule 2): whether the event goes on to perf."""
         verdict = 1
         for entry in call.programs:
@@ -249,6 +250,7 @@ def fire_tracepoint(
     call = _find_call(kernel, name)
     task = _task(kernel, pid, comm)
     firing = _Firing(kernel, cpu, task, pt_regs(regs, user=call.kind is EventKind.SYSCALL))
+    firing.program_user_regs = False
     record = build_record(call, fields, pid=task.pid)
     args = raw_tracepoint_args(raw_args)
     for probe in kernel.subsystem(RawTracepoints).attached(call.name):
@@ -367,9 +369,9 @@ def fire_uprobe(
 def _clock_period(event: PerfEvent) -> int:
     """The hrtimer period of a clock event (freq turned into a period, at least 10 us)."""
     if has_flag(event.attr, PerfAttrFlag.FREQ):
-        period = NSEC_PER_SEC // max(event.attr.sample_period, 1)
+        period = NSEC_PER_SEC // max(int(event.attr.sample_period), 1)
     else:
-        period = event.sample_period
+        period = int(event.sample_period)
     return max(period, MIN_CLOCK_PERIOD_NS)
 
 

@@ -31,7 +31,6 @@ from bpfsys.abi import (
 from bpfsys.backend import Backend
 from kernelsim.backend import SimBackend
 from kernelsim.bpffs import Bpffs
-from kernelsim.dispatch import BPF_COMMANDS
 
 Result = int | str
 """A call's return value, or the errno's name ("EINVAL", "ENOTSUPP" for 524)."""
@@ -70,17 +69,10 @@ def make_map(
     return ok(bpf(backend, BpfCmd.MAP_CREATE, attr))
 
 
-def needs_prog_load(backend: Backend) -> None:
-    """xfail on a simulator whose PROG_LOAD is not there yet."""
-    if isinstance(backend, SimBackend) and BpfCmd.PROG_LOAD not in BPF_COMMANDS:
-        pytest.xfail("PROG_LOAD not yet modelled")
-
-
 def load_prog(
     backend: Backend, prog_type: ProgType = ProgType.SOCKET_FILTER, expected_attach_type: int = 0
 ) -> int:
-    """A program returning 0 (xfail on a simulator without PROG_LOAD)."""
-    needs_prog_load(backend)
+    """A program returning 0."""
     insns = ctypes.create_string_buffer(RETURN_ZERO, len(RETURN_ZERO))
     license = ctypes.create_string_buffer(b"GPL")
     attr = ProgLoadAttr(
@@ -90,10 +82,7 @@ def load_prog(
         license=ctypes.addressof(license),
         expected_attach_type=expected_attach_type,
     )
-    result = bpf(backend, BpfCmd.PROG_LOAD, attr)
-    if isinstance(backend, SimBackend) and not isinstance(result, int):
-        pytest.xfail(f"PROG_LOAD of {prog_type.name} programs not yet modelled ({result})")
-    return ok(result)
+    return ok(bpf(backend, BpfCmd.PROG_LOAD, attr))
 
 
 def info_call(

@@ -113,10 +113,9 @@ def parse_blocks(page: Path) -> list[Block]:
 
 
 def pages_with_snippets() -> list[Path]:
+    """The pages that mark blocks (read at collection time: other pages are not parsed)."""
     return sorted(
-        page
-        for page in DOCS.rglob("*.md")
-        if any(block.kind for block in parse_blocks(page))
+        page for page in DOCS.rglob("*.md") if MARKER.search(page.read_text(encoding="utf-8"))
     )
 
 

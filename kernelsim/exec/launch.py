@@ -26,6 +26,7 @@ import ctypes
 import errno
 import os
 import select
+import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -65,10 +66,25 @@ class Launched:
             self.go.sendall(b"G")
 
 
-def _child(argv: Sequence[str], env: Mapping[str, str] | None, sock: socket.socket) -> None:
+def _child(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None,
+    stdio: Sequence[int | None],
+    user: tuple[int, int] | None,
+    sock: socket.socket,
+) -> None:
     """The child's side: never returns."""
     code = EXIT_REFUSED
     try:
+        for number in (signal.SIGPIPE, signal.SIGXFSZ):  # as Python found them
+            signal.signal(number, signal.SIG_DFL)
+        for target, fd in enumerate(stdio):
+            if fd is not None:
+                os.dup2(fd, target)
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user[1])
+            os.setuid(user[0])
         arch = native_arch()
         installed = install(arch, assemble(arch))
         tag = b"LK" if installed.wait_killable else b"L-"
@@ -84,8 +100,9 @@ def _child(argv: Sequence[str], env: Mapping[str, str] | None, sock: socket.sock
             os.execvp(argv[0], list(argv))
         os.execvpe(argv[0], list(argv), dict(env))
     except BaseException as exc:  # the child must exit, whatever happened
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         with contextlib.suppress(OSError):
-            sock.sendall(b"E" + str(exc).encode(errors="replace"))
+            sock.sendall(b"E" + reason.encode(errors="replace"))
         if code == 127:
             print(f"kernelsim exec: {argv[0]}: {exc}", file=sys.stderr)
     os._exit(code)
@@ -117,12 +134,11 @@ def _probe(arch: Arch) -> None:
                       f"({os.strerror(code)}): an outer seccomp profile answers it")  # fmt: skip
 
 
-def _wait_message(sock: socket.socket, listener: Listener | None, pid: int) -> bytes:
+def _wait_message(sock: socket.socket, listener: Listener, child: _Child) -> bytes:
     """The child's next message, answering its probe calls meanwhile."""
     poller = select.poll()
     poller.register(sock, select.POLLIN)
-    if listener is not None:
-        poller.register(listener.fd, select.POLLIN)
+    poller.register(listener.fd, select.POLLIN)
     while True:
         ready = poller.poll(PROBE_TIMEOUT_MS)
         if not ready:
@@ -131,9 +147,8 @@ def _wait_message(sock: socket.socket, listener: Listener | None, pid: int) -> b
             if fd == sock.fileno():
                 data = sock.recv(4096)
                 if not data:
-                    raise ExecRefused(f"the child exited before exec ({_status(pid)})")
+                    raise ExecRefused(f"the child exited before exec ({child.status()})")
                 return data
-            assert listener is not None
             _answer_probe(listener)
 
 
@@ -162,15 +177,36 @@ def _answer_probe(listener: Listener) -> None:
         listener.reply_continue(notification.id)
 
 
-def _status(pid: int) -> str:
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit status {os.waitstatus_to_exitcode(status)}"
+class _Child:
+    """The forked child, reaped at most once."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.reaped = False
+
+    def status(self) -> str:
+        """Wait for the child to end; how it ended."""
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        if os.WIFSIGNALED(status):
+            return f"killed by signal {os.WTERMSIG(status)}"
+        return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+    def kill(self) -> None:
+        if not self.reaped:
+            os.kill(self.pid, signal.SIGKILL)
+            self.status()
 
 
-def launch(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Launched:
-    """Fork a child that will exec `argv` under the filter (module docstring)."""
+def launch(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    stdio: Sequence[int | None] = (None, None, None),
+    user: tuple[int, int] | None = None,
+) -> Launched:
+    """Fork a child that will exec `argv` under the filter (module docstring), with `env`
+    (None: this process's), the fds in `stdio` as its stdin, stdout and stderr (None: this
+    process's) and, when `user` is given, as that (uid, gid) without supplementary groups."""
     try:
         native_arch()
     except KeyError:
@@ -179,25 +215,24 @@ def launch(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Launche
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child execs or exits
         parent_sock.close()
-        _child(argv, env, child_sock)
+        _child(argv, env, stdio, user, child_sock)
     child_sock.close()
+    child = _Child(pid)
     listener: Listener | None = None
     try:
-        msg, fds, _, _ = socket.recv_fds(parent_sock, 16, 1)
+        msg, fds, _, _ = socket.recv_fds(parent_sock, 4096, 1)
         if not msg.startswith(b"L") or not fds:
             reason = msg[1:].decode(errors="replace") if msg else "no listener"
-            raise ExecRefused(f"cannot install the seccomp filter: {reason} ({_status(pid)})")
+            raise ExecRefused(f"cannot install the seccomp filter: {reason} ({child.status()})")
         listener = Listener(fds[0])
-        reply = _wait_message(parent_sock, listener, pid)
+        reply = _wait_message(parent_sock, listener, child)
         if reply != b"P":
-            _status(pid)
+            child.status()
             raise ExecRefused(reply[1:].decode(errors="replace"))
     except BaseException:
         parent_sock.close()
         if listener is not None:
             listener.close()
-        with contextlib.suppress(ChildProcessError):
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
+        child.kill()
         raise
     return Launched(pid, listener, msg == b"LK", parent_sock)

@@ -69,7 +69,7 @@ class Listener:
                 return None
             raise
         notif_id, pid, _flags, nr, _arch, _ip, *args = SECCOMP_NOTIF.unpack(buf)
-        return Notification(notif_id, pid, nr, tuple(args))  # type: ignore[arg-type]
+        return Notification(notif_id, pid, nr, tuple(args))
 
     def _send(self, notif_id: int, value: int, error: int, flags: int) -> None:
         resp = bytearray(SECCOMP_NOTIF_RESP.pack(notif_id, value, error, flags))
@@ -92,7 +92,7 @@ class Listener:
     def _addfd(self, notif_id: int, flags: int, srcfd: int, newfd: int, newfd_flags: int) -> int:
         request = bytearray(SECCOMP_NOTIF_ADDFD.pack(notif_id, flags, srcfd, newfd, newfd_flags))
         try:
-            return fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True)
+            return int(fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True))
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 raise Gone from None

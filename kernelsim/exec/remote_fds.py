@@ -12,7 +12,8 @@ fd's access mode), so dup, fork, SCM_RIGHTS, close and mmap work natively, and i
 the object: an fd is resolved by stat(/proc/<caller>/fd/<fd>). An object that the program maps
 (an mmapable array, a ring buffer, a perf ring) has one inode for all its files, the memfd
 whose pages the simulator writes; any other object gets an inode of its own per file, named
-after its anon inode ("bpf-map", "bpf-prog", ...) so that readlink shows the kernel's name in it.
+after its anon inode ("bpf-map", "bpf-prog", ...) so that readlink shows the kernel's name in it,
+and sized `IDENTITY_SIZE` (sparse: no memory is used).
 
 Transitions of one inode's entry (`_Inode`), as data in `ON_RELEASE`:
 
@@ -52,6 +53,9 @@ from kernelsim.objects import KernelObject
 
 _Obj = TypeVar("_Obj", bound=KernelObject)
 InodeKey = tuple[int, int]
+IDENTITY_SIZE: Final = 1 << 40
+"""The (sparse) size of a memfd that only names an object: large, so that a program that checks
+a file's size before mapping it (CPython's mmap does) leaves the answer to mmap(2) itself."""
 
 
 @attrs.define(eq=False)
@@ -219,6 +223,7 @@ class RemoteFdTable:
             return os.open(f"/proc/self/fd/{backing}", mode | os.O_CLOEXEC)
         memfd = os.memfd_create(obj.anon_name, os.MFD_CLOEXEC)
         try:
+            os.ftruncate(memfd, IDENTITY_SIZE)
             return os.open(f"/proc/self/fd/{memfd}", mode | os.O_CLOEXEC)
         finally:
             os.close(memfd)
@@ -281,7 +286,8 @@ class RemoteFdTable:
 
     def objects(self) -> list[KernelObject]:
         """The objects the traced processes hold files of."""
-        return [entry.obj for entry in self._inodes.values()]
+        unique = {id(entry.obj): entry.obj for entry in self._inodes.values()}
+        return list(unique.values())
 
     def release_all(self) -> None:
         """The traced processes are gone: drop every file's reference."""

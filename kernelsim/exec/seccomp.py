@@ -76,7 +76,7 @@ BPF_JMP_JSET_K: Final = 0x45
 BPF_RET_K: Final = 0x06
 BPF_MAXINSNS: Final = 4096
 
-# -- the system calls' own constants ----------------------------------------------------------------
+# -- the system calls' own constants ------------------------------------------------------------
 PR_SET_NO_NEW_PRIVS: Final = 38
 MAP_ANONYMOUS: Final = 0x20
 PERF_IOC_TYPE: Final = ord("$")

@@ -29,6 +29,7 @@ stderr and answered with ENOSYS, never left unanswered.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -164,6 +165,20 @@ class SyscallServer:
         self.fds.drop_parked()
         return Answer(value=result) if pending is None else Answer(new_file=pending)
 
+    def _run(self, addr: int, image: bytearray, call: Callable[[], int]) -> int:
+        """`call` on the caller's attr `image` read from `addr`; what it changed in the image
+        goes back to the caller, whether it succeeded or failed (as the kernel's writes to the
+        attr precede its errors: a failed write then is the kernel's ignored put_user)."""
+        before = bytes(image)
+        try:
+            result = call()
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._write_back(addr, before, image)
+            raise
+        self._write_back(addr, before, image)
+        return result
+
     def _write_back(self, addr: int, before: bytes, after: bytearray) -> None:
         span = _changed_span(before, after)
         if span is not None:
@@ -186,10 +201,7 @@ class SyscallServer:
         if size > self.kernel.config.page_size:
             fail(errno.E2BIG, f"attr size {size} exceeds a page")
         image = bytearray(self.memory.read(addr, size))
-        before = bytes(image)
-        result = self.backend.bpf(cmd, image, size)
-        self._write_back(addr, before, image)
-        return self._result(result)
+        return self._result(self._run(addr, image, lambda: self.backend.bpf(cmd, image, size)))
 
     def _perf_attr_image(self, addr: int) -> bytearray:
         try:
@@ -197,7 +209,7 @@ class SyscallServer:
         except OSError:
             return bytearray()
         size = int.from_bytes(head[4:8], "little") or PERF_ATTR_SIZE_VER0
-        if size > self.kernel.config.page_size:
+        if not len(head) < size <= self.kernel.config.page_size:
             return bytearray(head)
         try:
             return bytearray(self.memory.read(addr, size))
@@ -207,10 +219,12 @@ class SyscallServer:
     def _perf_event_open(self, n: Notification) -> Answer:
         addr = n.args[0]
         image = self._perf_attr_image(addr)
-        before = bytes(image)
-        result = self.backend.perf_event_open(image, n.args[1], n.args[2], n.args[3], n.args[4])
-        self._write_back(addr, before, image)
-        return self._result(result)
+        pid, cpu, group_fd, flags = n.args[1:5]
+        return self._result(
+            self._run(
+                addr, image, lambda: self.backend.perf_event_open(image, pid, cpu, group_fd, flags)
+            )
+        )
 
     # -- ioctl, mmap -----------------------------------------------------------------------------
     def _ioctl(self, n: Notification) -> Answer:

@@ -16,6 +16,7 @@ the program runs (a test firing a tracepoint) holds it too: `with session.lock: 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -85,14 +86,17 @@ class ExecSession:
         config: KernelConfig | None = None,
         *,
         env: Mapping[str, str] | None = None,
+        stdio: Sequence[int | None] = (None, None, None),
+        user: tuple[int, int] | None = None,
         wrap: Callable[[SimBackend], Backend] | None = None,
     ) -> None:
-        """Launch `argv` (it waits for `serve`); `wrap` puts a delegating backend (a recorder)
-        around the simulator."""
+        """Launch `argv` with `env`, `stdio` and `user` (`kernelsim.exec.launch.launch`); it
+        waits for `serve`. `wrap` puts a delegating backend (a recorder) around the
+        simulator."""
         if not argv:
             raise ValueError("no program to run")
         arch = native_arch()
-        self._launched: Launched = launch(argv, env)
+        self._launched: Launched = launch(argv, env, stdio, user)
         pid = self._launched.pid
         base = KernelConfig() if config is None else config
         comm = os.path.basename(argv[0])[:COMM_LEN]
@@ -112,11 +116,10 @@ class ExecSession:
         self.server = SyscallServer(self.kernel, self.backend, self.fds, self.tasks, arch)
         self.listener = self._launched.listener
         self.exit_status: int | None = None
-        try:
+        with contextlib.suppress(OSError):  # before 6.6: the ordinary wakeup
+            raise OSError
             fcntl.ioctl(self.listener.fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
                         SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)  # fmt: skip
-        except OSError:
-            pass  # before 6.6: the ordinary wakeup
 
     @property
     def wait_killable(self) -> bool:
@@ -134,17 +137,9 @@ class ExecSession:
         with self.lock:
             self.stats.calls += 1
             answer = server.answer(notification)
-            if answer.proceed:
-                self.stats.continued += 1
+            self.stats.continued += answer.proceed
             try:
-                if answer.replace is not None:
-                    fd, pending = answer.replace
-                    try:
-                        self.listener.replace_fd(notification.id, pending.srcfd, fd, pending.cloexec)
-                    except OSError:
-                        self.fds.abandoned(pending)
-                        raise
-                    self.fds.installed(pending)
+                self._replace(notification.id, answer)
                 _apply(self.listener, notification.id, answer)
             except Gone:
                 self.stats.undelivered += 1
@@ -154,6 +149,18 @@ class ExecSession:
             finally:
                 if answer.plain_file is not None:
                     os.close(answer.plain_file.srcfd)
+
+    def _replace(self, notif_id: int, answer: Answer) -> None:
+        """Switch the caller's fd to the answer's file first, where it says so."""
+        if answer.replace is None:
+            return
+        fd, pending = answer.replace
+        try:
+            self.listener.replace_fd(notif_id, pending.srcfd, fd, pending.cloexec)
+        except OSError:
+            self.fds.abandoned(pending)
+            raise
+        self.fds.installed(pending)
 
     def serve(self) -> int:
         """Let the program run and serve it until no task is left; its exit code."""

@@ -20,6 +20,7 @@ exhaustive mode.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import weakref
@@ -52,6 +53,12 @@ _PROJECT_DIR: Final = Path(__file__).resolve().parents[2]
 _SKIPPED_FILES: Final = ("contextlib.py",)
 
 
+@functools.cache
+def _project_relative(filename: str) -> str:
+    path = Path(filename).resolve()
+    return str(path.relative_to(_PROJECT_DIR)) if path.is_relative_to(_PROJECT_DIR) else filename
+
+
 @attrs.frozen
 class Frame:
     """One Python frame: file (relative to the project when inside it), line, function."""
@@ -63,11 +70,7 @@ class Frame:
     @classmethod
     def of(cls, frame: FrameType, line: int | None = None) -> Frame:
         """`frame` at `line` (default: its current line)."""
-        path = Path(frame.f_code.co_filename)
-        try:
-            file = str(path.resolve().relative_to(_PROJECT_DIR))
-        except ValueError:
-            file = str(path)
+        file = _project_relative(frame.f_code.co_filename)
         return cls(file, frame.f_lineno if line is None else line, frame.f_code.co_name)
 
     def __str__(self) -> str:

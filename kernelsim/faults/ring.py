@@ -18,15 +18,16 @@ SHORT    written; the header's u16 size is set to 8
 Records shorter than 16 bytes (none the kernel writes as samples) are written untouched by
 TORN and SHORT.
 
-The shim is an instance attribute over the bound method: `kernelsim.perf.ring` has no hook of
-its own yet (a `fault` callback consulted by `PerfRing.output` would replace this shim).
+The shim is an instance attribute over the bound method, passing the writer's keyword
+options through unchanged: `kernelsim.perf.ring` has no hook of its own yet (a `fault` callback
+consulted by `PerfRing.output` would replace this shim).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from bpfsys.abi import DATA_HEAD_OFFSET
 from kernelsim.faults.plan import RingFault
@@ -61,26 +62,13 @@ def hook_ring(ring: PerfRing, decide: Callable[[], RingFault | None]) -> None:
     """Route `ring`'s writes through `decide` (module docstring)."""
     write = ring.output
 
-    def output(
-        record: bytes,
-        *,
-        lost_record: Callable[[int], bytes],
-        sample: bool = True,
-        wakeup_events: int = 0,
-        backward: bool = False,
-    ) -> OutputResult:
-        fault = None if backward else decide()
+    def output(record: bytes, **options: Any) -> OutputResult:
+        fault = None if options.get("backward", False) else decide()
         if fault is RingFault.DROP:
             ring.lost += 1
             ring.lost_total += 1
             return OutputResult(written=False, wakeup=False)
-        result = write(
-            record,
-            lost_record=lost_record,
-            sample=sample,
-            wakeup_events=wakeup_events,
-            backward=backward,
-        )
+        result = write(record, **options)
         if fault is not None and result.written:
             spoil_record(ring, len(record), fault)
         return result

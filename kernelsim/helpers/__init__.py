@@ -16,12 +16,10 @@ modelled helper with its checks and return codes.
 - `callbacks`: bpf_loop and bpf_for_each_map_elem.
 """
 
-from kernelsim.helpers import (  # noqa: F401 - imported to register the helpers
-    callbacks,
-    perf_output,
-    probe_read,
-    queue,
-    ringbuf,
-    task,
-    trace,
-)
+import kernelsim.helpers.callbacks
+import kernelsim.helpers.perf_output
+import kernelsim.helpers.probe_read
+import kernelsim.helpers.queue
+import kernelsim.helpers.ringbuf
+import kernelsim.helpers.task
+import kernelsim.helpers.trace  # noqa: F401 - each registers its helpers

@@ -1,4 +1,5 @@
-"""Array maps: ARRAY, PERCPU_ARRAY and the fd arrays PROG_ARRAY, PERF_EVENT_ARRAY, ARRAY_OF_MAPS.
+"""Array maps: ARRAY, PERCPU_ARRAY and the fd arrays PROG_ARRAY, PERF_EVENT_ARRAY, CGROUP_ARRAY,
+ARRAY_OF_MAPS.
 
 Theory of operation
 -------------------
@@ -28,7 +29,8 @@ within the page-aligned array, not writable once frozen or with RDONLY_PROG).
 |                  | ENOENT when empty)                  |                      |
 | get_next_key     | index + 1, ENOENT after the last    | 0                    |
 
-PROG_ARRAY stores programs (prog fd in, prog id out); the first program fixes the owner program
+CGROUP_ARRAY stores cgroups (a cgroup2 directory fd in; lookup is ENOTSUPP). PROG_ARRAY stores
+programs (prog fd in, prog id out); the first program fixes the owner program
 type, later ones of another type are EINVAL. PERF_EVENT_ARRAY stores perf events (lookup is
 ENOTSUPP); closing the map fd an event was stored through removes it unless the map has
 BPF_F_PRESERVE_ELEMS. ARRAY_OF_MAPS stores maps fitting the inner map template (map_in_map.py).
@@ -54,10 +56,12 @@ from kernelsim.maps.base import (
     check_size,
     disallowed_flags,
     flags_access_ok,
+    index_after,
     key_index,
     round_up,
     roundup_pow_of_two,
 )
+from kernelsim.maps.host_files import HostCgroup, cgroup_dir
 from kernelsim.maps.map_in_map import InnerMapTemplate
 from kernelsim.objects import KernelObject, ObjectRegistry
 from kernelsim.perf.event import PerfEvent
@@ -119,12 +123,7 @@ class ArrayBase(BpfMap):
         return index if index < self.max_entries else None
 
     def get_next_key(self, key: bytes | None) -> bytes:
-        index = 0xFFFFFFFF if key is None else key_index(key)
-        if index >= self.max_entries:
-            return bytes(4)
-        if index == self.max_entries - 1:
-            fail(errno.ENOENT, "last index")
-        return (index + 1).to_bytes(4, "little")
+        return index_after(key, self.max_entries)
 
     def mem_usage(self) -> int:
         entries = self.max_entries
@@ -501,6 +500,19 @@ class PerfEventArrayMap(FdArrayMap):
         for index, via in enumerate(self.stored_via):
             if via == fd and self.entries[index] is not None:
                 self.delete(index.to_bytes(4, "little"))
+
+
+class CgroupArrayMap(FdArrayMap):
+    """CGROUP_ARRAY: cgroups put in by the fd of a cgroup2 directory of this process (the
+    simulator has no cgroupfs of its own; any other fd is EBADF, as cgroup_get_from_fd says)."""
+
+    map_types = (MapType.CGROUP_ARRAY,)
+
+    def admit(self, fd: int) -> KernelObject:
+        return HostCgroup(self.kernel.objects, cgroup_dir(fd))
+
+    def lookup(self, key: bytes) -> bytes:
+        fail(ENOTSUPP, "cgroup arrays have no syscall lookup")
 
 
 class ArrayOfMaps(FdArrayMap):

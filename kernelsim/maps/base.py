@@ -313,3 +313,14 @@ def check_size(nbytes: int, what: str) -> None:
 def key_index(key: bytes) -> int:
     """The u32 index an array key holds."""
     return int.from_bytes(key, "little")
+
+
+def index_after(key: bytes | None, max_entries: int) -> bytes:
+    """GET_NEXT_KEY of an array-like map: index + 1; 0 for NULL or an index out of range;
+    ENOENT after the last index."""
+    index = 0xFFFFFFFF if key is None else key_index(key)
+    if index >= max_entries:
+        return bytes(4)
+    if index == max_entries - 1:
+        fail(errno.ENOENT, "last index")
+    return (index + 1).to_bytes(4, "little")

@@ -49,16 +49,22 @@ from kernelsim.kernel import Kernel
 from kernelsim.maps.array import (
     ArrayMap,
     ArrayOfMaps,
+    CgroupArrayMap,
     PercpuArrayMap,
     PerfEventArrayMap,
     ProgArrayMap,
 )
 from kernelsim.maps.base import NUMA_NO_NODE, BpfMap, MapParams
 from kernelsim.maps.bloom_filter import BloomFilterMap
+from kernelsim.maps.cpumap import CpuMap
+from kernelsim.maps.devmap import NET_DEVICES, DevMap, DevMapHash
 from kernelsim.maps.hash import HashMap, HashOfMaps, HashTableMap, LruHashMap
 from kernelsim.maps.lpm_trie import LpmTrieMap
 from kernelsim.maps.queue_stack import QueueStackMap
 from kernelsim.maps.ringbuf import RingbufMap
+from kernelsim.maps.sockmap import SockHash, SockMap
+from kernelsim.maps.stack_trace import StackTraceMap
+from kernelsim.maps.xskmap import XskMap
 from kernelsim.objects import KernelObject
 from kernelsim.usermem import UserMemory
 
@@ -77,6 +83,14 @@ MAP_CLASSES: Final[dict[MapType, type[BpfMap]]] = {
         LpmTrieMap,
         BloomFilterMap,
         RingbufMap,
+        StackTraceMap,
+        CgroupArrayMap,
+        DevMap,
+        DevMapHash,
+        CpuMap,
+        XskMap,
+        SockMap,
+        SockHash,
     )
     for map_type in cls.map_types
 }
@@ -90,15 +104,20 @@ CAP_BPF_TYPES: Final = frozenset(
         MapType.QUEUE,
         MapType.STACK,
         MapType.BLOOM_FILTER,
+        MapType.STACK_TRACE,
+        MapType.CPUMAP,
     }
 )
-"""Modelled types that need CAP_BPF (the rest may be created unprivileged)."""
+"""Modelled types that need CAP_BPF."""
+NET_ADMIN_TYPES: Final = frozenset(
+    {MapType.SOCKMAP, MapType.SOCKHASH, MapType.DEVMAP, MapType.DEVMAP_HASH, MapType.XSKMAP}
+)
+"""Modelled types that need CAP_NET_ADMIN (the rest may be created unprivileged)."""
 HASH_LOOKUP_AND_DELETE_TYPES: Final = frozenset(
     {MapType.HASH, MapType.PERCPU_HASH, MapType.LRU_HASH, MapType.LRU_PERCPU_HASH}
 )
 POP_TYPES: Final = frozenset({MapType.QUEUE, MapType.STACK})
 NUMA_NODES: Final = 1
-LOOPBACK_IFINDEX: Final = 1
 SHA256_DIGEST_SIZE: Final = 32
 NAME_CHARS: Final = frozenset(
     (string.ascii_letters + string.digits + "_.").encode()
@@ -188,6 +207,8 @@ def _check_privileges(kernel: Kernel, map_type: MapType) -> None:
         fail(errno.EPERM, "unprivileged_bpf_disabled and no CAP_BPF")
     if map_type in CAP_BPF_TYPES and not kernel.bpf_capable():
         fail(errno.EPERM, f"{map_type.name} needs CAP_BPF")
+    if map_type in NET_ADMIN_TYPES and not kernel.capable_sys_admin():
+        fail(errno.EPERM, f"{map_type.name} needs CAP_NET_ADMIN")
 
 
 def _check_offload(kernel: Kernel, map_type: MapType, ifindex: int) -> None:
@@ -196,9 +217,9 @@ def _check_offload(kernel: Kernel, map_type: MapType, ifindex: int) -> None:
         fail(errno.EPERM, "offloaded maps need CAP_SYS_ADMIN")
     if map_type not in (MapType.ARRAY, MapType.HASH):
         fail(errno.EINVAL, f"{map_type.name} cannot be offloaded")
-    if ifindex != LOOPBACK_IFINDEX:
+    if ifindex not in NET_DEVICES:
         fail(errno.EINVAL, f"no network device {ifindex}")
-    fail(errno.EOPNOTSUPP, "lo cannot offload bpf maps")
+    fail(errno.EOPNOTSUPP, f"{NET_DEVICES[ifindex]} cannot offload bpf maps")
 
 
 def refuse_fd(kernel: Kernel, fd: int, what: str) -> NoReturn:
@@ -344,6 +365,15 @@ def map_get_next_key(call: BpfCall) -> int:
     return 0
 
 
+def _has_lookup_and_delete(kernel: Kernel, map_type: MapType) -> bool:
+    profile = kernel.profile
+    if map_type in HASH_LOOKUP_AND_DELETE_TYPES:
+        return profile.has_behaviour("hash_lookup_and_delete")
+    if map_type is MapType.STACK_TRACE:
+        return profile.has_behaviour("stack_trace_lookup_and_delete")
+    return map_type in POP_TYPES
+
+
 @bpf_command(BpfCmd.MAP_LOOKUP_AND_DELETE_ELEM)
 def map_lookup_and_delete_elem(call: BpfCall) -> int:
     kernel = call.kernel
@@ -362,10 +392,7 @@ def map_lookup_and_delete_elem(call: BpfCall) -> int:
     no_spin_lock(flags)
     memory = kernel.memory
     key = copy_key(memory, attr.key, bpf_map.key_size)
-    if map_type not in POP_TYPES and not (
-        map_type in HASH_LOOKUP_AND_DELETE_TYPES
-        and kernel.profile.has_behaviour("hash_lookup_and_delete")
-    ):
+    if not _has_lookup_and_delete(kernel, map_type):
         fail(ENOTSUPP, f"{map_type.name} has no lookup-and-delete")
     memory.write(attr.value, bpf_map.lookup_and_delete(key, flags))
     return 0

@@ -197,9 +197,9 @@ class RingbufProducer:
             return None
         pg_off = self.data_pgoff + (prod_pos & self.mask) // self.page_size
         offset = prod_pos & self.mask
-        header = _HEADER.pack(length | BPF_RINGBUF_BUSY_BIT, pg_off)
-        self._data[self.size + offset : self.size + offset + 8] = header
-        self._data[offset : offset + 8] = header
+        packed = _HEADER.pack(length | BPF_RINGBUF_BUSY_BIT, pg_off)
+        self._data[self.size + offset : self.size + offset + 8] = packed
+        self._data[offset : offset + 8] = packed
         self._positions[0] = new_prod_pos & U64_MASK
         return prod_pos
 

@@ -60,6 +60,8 @@ class Verdict:
     log: LogResult
 
 
+RETURN_RANGE_TYPES: Final = frozenset({ProgType.CGROUP_SKB})
+"""Modelled types whose return value the checker bounds (check_return_code)."""
 SLEEPABLE_TYPES: Final = frozenset({ProgType.KPROBE, ProgType.SYSCALL})
 """Modelled types that may be sleepable (uprobes, syscall programs; the kernel adds tracing,
 lsm and struct_ops, which are not modelled)."""
@@ -68,6 +70,12 @@ lsm and struct_ops, which are not modelled)."""
 def _call_args(func: int) -> int:
     proto = PROTOS.get(func)
     return 5 if proto is None else len(proto.args)
+
+
+def _exit_checks_r0(prog_type: ProgType, subs: Sequence[subprogs.Subprog], index: int) -> bool:
+    """Whether the value r0 holds at the exit at `index` is checked: a subprogram's goes back
+    to its caller; the main program's is checked for the types with a return range."""
+    return index >= subs[0].end or prog_type in RETURN_RANGE_TYPES
 
 
 def _check_sleepable(prog_type: ProgType, sleepable: bool) -> None:
@@ -116,6 +124,9 @@ def verify(request: LoadRequest) -> Verdict:
             prune_points=cfg.prune_points,
             force_checkpoints=cfg.force_checkpoints,
             live=structure.liveness(insns, _call_args),
+            precise=structure.precision_needed(
+                insns, _call_args, lambda i: _exit_checks_r0(request.prog_type, subs, i)
+            ),
             subprogs=subs,
             array_lookup_nonnull=request.array_lookup_nonnull,
         )

@@ -88,6 +88,10 @@ HELPER_ID_LIMIT: Final = 212
 SIZES: Final = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
 BPF_MAX_VAR_SIZ: Final = 1 << 29
 MAX_PACKET_OFF: Final = 0xFFFF
+FLOW_KEYS_SIZE: Final = 56
+"""sizeof(struct bpf_flow_keys)."""
+READ_ONLY_PACKET_TYPES: Final = frozenset({ProgType.CGROUP_SKB, ProgType.FLOW_DISSECTOR})
+"""Program types with direct packet reads but no writes (may_access_direct_pkt_data)."""
 READ, WRITE = False, True
 
 
@@ -115,6 +119,8 @@ class Program:
     prune_points: frozenset[int]
     force_checkpoints: frozenset[int]
     live: list[int]
+    precise: list[int]
+    """Per instruction: registers whose exact scalar value may still matter."""
     subprogs: Sequence[Subprog]
     array_lookup_nonnull: bool = True
 
@@ -156,7 +162,8 @@ class Checker:
         self.stats = Stats(stack_depth=[0] * len(program.subprogs))
         self.allowed = allowed_helpers(program.prog_type, caps.bpf_capable, caps.perfmon)
         self.explored: dict[int, list[StoredState]] = {}
-        self.kept_states = 0
+        self.alive_states = 0
+        """Kept states, and dropped ones still on a path being explored (peak_states)."""
         self.stack: list[_Pending] = []
         self.id_gen = 0
         self.jmps = 0
@@ -168,6 +175,9 @@ class Checker:
         self.prev_insn_print_pos = 0
         self.state = State()
         self.idx = 0
+        self.trace = log.trace
+        """Whether the instruction trace is logged (level 1 or 2)."""
+        self.level2 = log.level2
 
     # -- log helpers ----------------------------------------------------------------------------
     def verbose(self, text: str) -> None:
@@ -231,8 +241,8 @@ class Checker:
                     f"BPF program is too large. Processed {self.stats.insn_processed} insn",
                 )
             if self.idx in self.p.prune_points and self.visit_state():
-                if self.log.trace:
-                    if print_state and self.log.level2:
+                if self.trace:
+                    if print_state and self.level2:
                         self.verbose(f"\nfrom {self.prev_idx} to {self.idx}: safe\n")
                     else:
                         self.verbose(f"{self.idx}: safe\n")
@@ -240,11 +250,11 @@ class Checker:
                     return
                 print_state = True
                 continue
-            if self.log.level2 and print_state:
+            if self.level2 and print_state:
                 self.verbose(f"\nfrom {self.prev_idx} to {self.idx}:")
                 self.verbose(self.state.text(self.state.curframe, None, None) + "\n")
                 print_state = False
-            if self.log.trace:
+            if self.trace:
                 if self.scratched_regs or self.scratched_slots:
                     self.print_insn_state()
                 self.prev_log_pos = self.log.end_pos
@@ -277,14 +287,25 @@ class Checker:
     def next_path(self) -> bool:
         """Finish the current path; continue with a pushed one (False: all done)."""
         self.scratch_all()
-        _update_branches(self.state.parent)
+        self.update_branches(self.state.parent)
         if not self.stack:
             return False
         pending = self.stack.pop()
-        if not self.log.level2:
+        if not self.level2:
             self.log.reset(pending.log_pos)
         self.state, self.idx, self.prev_idx = pending.state, pending.insn, pending.prev
         return True
+
+    def update_branches(self, node: StoredState | None) -> None:
+        """A path ended: its kept states have one branch fewer; dropped ones without branches
+        are gone (they no longer count as alive)."""
+        while node is not None:
+            node.branches -= 1
+            if node.branches:
+                break
+            if node.dropped:
+                self.alive_states -= 1
+            node = node.parent
 
     def push(self, target: int) -> State:
         other = self.state.copy()
@@ -303,8 +324,8 @@ class Checker:
             self.jmps - self.prev_jmps >= 2 and stats.insn_processed - self.prev_insns >= 8
         )
         kept = self.explored.setdefault(idx, [])
-        frames = cur.frames
-        live = [self.p.live[f.callsite] for f in frames[1:]] + [self.p.live[idx]]
+        live: list[int] = []
+        precise: list[int] = []
         for stored in list(kept):
             if stored.branches:
                 if stored.state.identical(cur):
@@ -320,21 +341,28 @@ class Checker:
                     and stats.insn_processed - self.prev_insns < 100
                 ):
                     add = False
-            elif stored.state.equivalent(cur, live, self.caps.allow_ptr_leaks):
-                stored.hit += 1
-                return True
+            else:
+                if not live:
+                    points = [f.callsite for f in cur.frames[1:]] + [idx]
+                    live = [self.p.live[i] for i in points]
+                    precise = [self.p.precise[i] for i in points]
+                if stored.state.equivalent(cur, live, precise, self.caps.allow_ptr_leaks):
+                    stored.hit += 1
+                    return True
             if add:
                 stored.miss += 1
             patience = 64 if force and stored.branches else 3
             if stored.miss > stored.hit * patience + patience:
                 kept.remove(stored)
-                self.kept_states -= 1
+                stored.dropped = True
+                if not stored.branches:
+                    self.alive_states -= 1
         stats.max_states_per_insn = max(stats.max_states_per_insn, len(kept))
         if not add:
             return False
         stats.total_states += 1
-        self.kept_states += 1
-        stats.peak_states = max(stats.peak_states, self.kept_states)
+        self.alive_states += 1
+        stats.peak_states = max(stats.peak_states, self.alive_states)
         self.prev_jmps = self.jmps
         self.prev_insns = stats.insn_processed
         stored = StoredState(cur.copy(), cur.parent)
@@ -426,8 +454,7 @@ class Checker:
         if use_x:
             src = self.reg(insn.src)
         else:
-            src = Reg()
-            src.mark_known(insn.imm if alu64 else insn.imm & U32)
+            src = Reg.known(insn.imm if alu64 else insn.imm & U32)
         if src.is_pointer and dst.is_pointer:
             if op == scalar.SUB and self.caps.allow_ptr_leaks:
                 dst.mark_unknown()
@@ -510,7 +537,7 @@ class Checker:
                 RegType.PACKET_META, RegType.PACKET, RegType.MEM, RegType.RINGBUF_MEM)  # fmt: skip
         if ptr.type not in okay and not (
             ptr.type is RegType.MAP_PTR and known and off_reg.smin == 0 and op == scalar.ADD
-        ):
+        ) and not (ptr.type is RegType.FLOW_KEYS and known):
             raise self.fail(
                 errno.EACCES, f"R{dst_no} pointer arithmetic on {ptr.type_str()} prohibited"
             )
@@ -641,11 +668,12 @@ class Checker:
             return
         if reg.maybe_null or reg.type not in (
             RegType.CTX, RegType.MAP_VALUE, RegType.PACKET, RegType.PACKET_META,
-            RegType.MEM, RegType.RINGBUF_MEM,
+            RegType.MEM, RegType.RINGBUF_MEM, RegType.FLOW_KEYS,
         ):  # fmt: skip
             raise self.fail(errno.EACCES, f"R{regno} invalid mem access '{reg.type_str()}'")
         if write and value is not None and self.is_pointer_value(value):
-            where = {RegType.CTX: "ctx", RegType.MAP_VALUE: "map"}.get(reg.type, "mem")
+            where = {RegType.CTX: "ctx", RegType.MAP_VALUE: "map",
+                     RegType.FLOW_KEYS: "flow keys"}.get(reg.type, "mem")  # fmt: skip
             raise self.fail(errno.EACCES, f"R{value_regno} leaks addr into {where}")
         result: RegType = RegType.SCALAR
         if reg.type is RegType.CTX:
@@ -656,6 +684,8 @@ class Checker:
             )
         elif reg.type.is_packet:
             self.packet_access(regno, reg, off + reg.off, size, write)
+        elif reg.type is RegType.FLOW_KEYS:
+            self.flow_keys_access(off + reg.off, size)
         else:
             self.region_access(regno, reg, off + reg.off, size, reg.mem_size)
         if not write and value_regno >= 0:
@@ -728,8 +758,13 @@ class Checker:
                 errno.EACCES, f"R{regno} max value is outside of the allowed memory range"
             )
 
+    def flow_keys_access(self, off: int, size: int) -> None:
+        """check_flow_keys_access: within struct bpf_flow_keys (56 bytes)."""
+        if off < 0 or size < 0 or off + size > FLOW_KEYS_SIZE:
+            raise self.fail(errno.EACCES, f"invalid access to flow keys off={off} size={size}")
+
     def packet_access(self, regno: int, reg: Reg, off: int, size: int, write: bool) -> None:
-        if write and self.p.prog_type is ProgType.CGROUP_SKB:
+        if write and self.p.prog_type in READ_ONLY_PACKET_TYPES:
             raise self.fail(errno.EACCES, "cannot write into packet")
         if reg.smin < 0:
             raise self.fail(
@@ -769,8 +804,9 @@ class Checker:
                 err,
                 f"invalid variable-offset{extra} stack R{regno} var_off={reg.var_off} off={off} size={size}",
             )
+        frame.grow(lo)
         depths = self.stats.stack_depth
-        depths[frame.subprog] = max(depths[frame.subprog], -lo)
+        depths[frame.subprog] = max(depths[frame.subprog], frame.allocated)
         return lo, hi
 
     def stack_access(
@@ -780,8 +816,6 @@ class Checker:
         off += reg.off
         lo, hi = self.stack_bounds(regno, reg, off, size, write)
         st = self.state.frame_of(reg)
-        if write:
-            st.grow(lo)
         if not reg.var_off.is_const():
             self.stack_var_access(st, lo, hi, write, value_regno)
             return
@@ -827,8 +861,7 @@ class Checker:
         ):
             spill = value.copy()
         elif value is None and aligned and imm is not None and self.caps.bpf_capable:
-            spill = Reg()
-            spill.mark_known(imm if size == 8 else imm & ((1 << (size * 8)) - 1))
+            spill = Reg.known(imm if size == 8 else imm & ((1 << (size * 8)) - 1))
         if spill is not None and (size == 8 or spill.is_scalar):
             st.scrub_spill(spi)
             for j in range(8 - size, 8):
@@ -911,7 +944,8 @@ class Checker:
         if self.is_pointer_value(self.reg(insn.src)):
             raise self.fail(errno.EACCES, f"R{insn.src} leaks addr into mem")
         dst = self.reg(insn.dst)
-        if dst.type in (RegType.CTX, RegType.PACKET, RegType.PACKET_META, RegType.SOCK_COMMON):
+        if dst.type in (RegType.CTX, RegType.PACKET, RegType.PACKET_META, RegType.SOCK_COMMON,
+                        RegType.SOCKET, RegType.FLOW_KEYS):  # fmt: skip
             raise self.fail(
                 errno.EACCES, f"BPF_ATOMIC stores into R{insn.dst} {dst.type_str()} is not allowed"
             )
@@ -970,12 +1004,11 @@ class Checker:
         else:
             if insn.src:
                 raise self.fail(errno.EINVAL, "BPF_JMP/JMP32 uses reserved fields")
-            src = Reg()
-            src.mark_known(insn.imm if bits == 64 else insn.imm & U32)
+            src = Reg.known(insn.imm if bits == 64 else insn.imm & U32)
         pred = self.branch_taken(dst, src, op, bits)
         target = jump_target(self.idx, insn)
         if pred is not None:
-            if self.log.trace:
+            if self.trace:
                 self.print_insn_state()
             self.idx = target if pred else self.idx + 1
             return
@@ -1005,7 +1038,7 @@ class Checker:
             dst
         ):
             raise self.fail(errno.EACCES, f"R{insn.dst} pointer comparison prohibited")
-        if self.log.trace:
+        if self.trace:
             self.print_insn_state()
         self.idx += 1
 
@@ -1114,7 +1147,7 @@ class Checker:
         target = callee(self.idx, insn)
         st.call(self.idx, subprog_at(self.p.subprogs, target))
         self.scratch_all()
-        if self.log.trace:
+        if self.trace:
             self.verbose("caller:\n" + st.text(st.curframe - 1, None, None) + "\n")
             self.verbose("callee:\n" + st.text(st.curframe, None, None) + "\n")
         self.idx = target
@@ -1127,7 +1160,7 @@ class Checker:
         frameno = st.curframe
         callee_text = st.text(frameno, None, None)
         self.idx = st.ret() + 1
-        if self.log.trace:
+        if self.trace:
             self.verbose(f"returning from callee:\n{callee_text}\n")
             self.verbose(f"to caller at {self.idx}:\n{st.text(frameno - 1, None, None)}\n")
 
@@ -1180,7 +1213,8 @@ class Checker:
 
 
 _NOT_NULL_TYPES: Final = frozenset(
-    {RegType.MAP_VALUE, RegType.MAP_KEY, RegType.MAP_PTR, RegType.SOCK_COMMON, RegType.MEM,
+    {RegType.MAP_VALUE, RegType.MAP_KEY, RegType.MAP_PTR, RegType.SOCK_COMMON, RegType.SOCKET,
+     RegType.MEM,
      RegType.RINGBUF_MEM}
 )  # fmt: skip
 _MEM_TYPES: Final = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
@@ -1327,7 +1361,6 @@ class _Call:
                 spi = (-at - 1) // 8
                 if write:
                     c.scratched_slots.add(spi)
-                    st.grow(at)
                     if st.byte_type(at) == Slot.SPILL:
                         st.scrub_spill(spi)
                     st.set_byte(at, Slot.MISC)
@@ -1343,14 +1376,6 @@ class _Call:
             c.packet_access(regno, reg, reg.off, size, write)
         else:
             c.region_access(regno, reg, reg.off, size, reg.mem_size)
-
-
-def _update_branches(node: StoredState | None) -> None:
-    while node is not None:
-        node.branches -= 1
-        if node.branches:
-            break
-        node = node.parent
 
 
 __all__ = ["Caps", "Checker", "Program", "Stats"]

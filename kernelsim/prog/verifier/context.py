@@ -4,7 +4,7 @@
 kernel's callback for that type answers: None (refused: "invalid bpf_context access"), or the
 register type a read yields (a scalar, or a packet pointer for __sk_buff/xdp_md data fields).
 Layouts (x86_64): __sk_buff 192 bytes, xdp_md 24, pt_regs 168, bpf_perf_event_data 184,
-raw tracepoint args 12 x u64, tracepoint records up to PERF_MAX_TRACE_SIZE (8192); a syscall
+raw tracepoint args 12 x u64, tracepoint records up to PERF_MAX_TRACE_SIZE (8192), sk_msg_md 80; a syscall
 program's context is caller memory of up to U16_MAX bytes, read and written at any aligned
 offset below U16_MAX (the test run checks ctx_size_in against the furthest access).
 """
@@ -164,6 +164,48 @@ def _syscall(off: int, size: int, _write: bool, _: int, __: bool) -> Access:
     return RegType.SCALAR
 
 
+def _sk_skb(off: int, size: int, write: bool, _: int, __: bool) -> Access:
+    """sk_skb_is_valid_access: tc_index and priority writable; no mark, tc_classid, data_meta,
+    tstamp, wire_len or hwtstamp."""
+    for field, length in (("tc_classid", 4), ("data_meta", 4), ("tstamp", 8), ("wire_len", 4),
+                          ("hwtstamp", 8), ("mark", 4)):  # fmt: skip
+        if _in(off, field, length):
+            return None
+    if write and not (_in(off, "tc_index") or _in(off, "priority")):
+        return None
+    result = _skb_common(off, size, write)
+    packet = _packet_field(off)
+    return packet if result is not None and packet is not None else result
+
+
+SK_MSG_SIZE: Final = 80
+"""sizeof(struct sk_msg_md): data 0, data_end 8 (pointers), family..size u32s 16-71, sk 72."""
+
+
+def _sk_msg(off: int, size: int, write: bool, _: int, __: bool) -> Access:
+    """sk_msg_is_valid_access: read only; data/data_end/sk 8 bytes, the u32 fields 4."""
+    if write or off % size or not 0 <= off < SK_MSG_SIZE:
+        return None
+    if off < 16:
+        return (RegType.PACKET if off < 8 else RegType.PACKET_END) if size == 8 else None
+    if off < 72:
+        return RegType.SCALAR if size == 4 else None
+    return RegType.SOCKET if size == 8 else None
+
+
+def _flow_dissector(off: int, size: int, write: bool, _: int, __: bool) -> Access:
+    """flow_dissector_is_valid_access: read only; data, data_end and flow_keys only."""
+    if off < 0 or off >= SKB_SIZE or write:
+        return None
+    if _in(off, "data"):
+        return RegType.PACKET if size == 4 else None
+    if _in(off, "data_end"):
+        return RegType.PACKET_END if size == 4 else None
+    if _in(off, "flow_keys", 8):
+        return RegType.FLOW_KEYS if size == 8 else None
+    return None
+
+
 CtxRule = Callable[[int, int, bool, int, bool], Access]
 
 CTX_RULES: Final[dict[ProgType, CtxRule]] = {
@@ -177,6 +219,9 @@ CTX_RULES: Final[dict[ProgType, CtxRule]] = {
     ProgType.PERF_EVENT: _perf_event,
     ProgType.RAW_TRACEPOINT: _raw_tracepoint,
     ProgType.SYSCALL: _syscall,
+    ProgType.SK_SKB: _sk_skb,
+    ProgType.SK_MSG: _sk_msg,
+    ProgType.FLOW_DISSECTOR: _flow_dissector,
 }
 """The program types whose context the simulator models (others cannot be loaded)."""
 

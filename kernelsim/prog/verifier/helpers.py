@@ -190,8 +190,19 @@ TYPE_HELPERS: Final[dict[ProgType, tuple[frozenset[int], bool]]] = {
         _TRACING | _TRACE_OUT | {F.PERF_PROG_READ_VALUE, F.GET_ATTACH_COOKIE},
         False,
     ),
-    ProgType.RAW_TRACEPOINT: (_TRACING | _TRACE_OUT, False),
+    ProgType.RAW_TRACEPOINT: (_TRACING | _TRACE_OUT | {F.GET_ATTACH_COOKIE}, False),
     ProgType.SYSCALL: (_TRACING | _TRACE_OUT, False),
+    ProgType.SK_SKB: (
+        frozenset({F.SKB_STORE_BYTES, F.SKB_LOAD_BYTES, F.SKB_PULL_DATA, F.SKB_CHANGE_TAIL,
+                   F.GET_SOCKET_COOKIE, F.GET_SOCKET_UID, F.PERF_EVENT_OUTPUT}),
+        True,
+    ),  # fmt: skip
+    ProgType.SK_MSG: (
+        frozenset({F.PERF_EVENT_OUTPUT, F.GET_CURRENT_UID_GID, F.GET_CURRENT_PID_TGID,
+                   F.GET_CURRENT_CGROUP_ID}),
+        True,
+    ),  # fmt: skip
+    ProgType.FLOW_DISSECTOR: (frozenset({F.SKB_LOAD_BYTES}), True),
 }
 """Per type: its own helpers, and whether the socket base (bpf_sk_base_func_proto) applies."""
 
@@ -236,5 +247,18 @@ MAP_ONLY_FUNCS: Final[dict[MapType, frozenset[int]]] = {
     MapType.PROG_ARRAY: frozenset({F.TAIL_CALL}),
     MapType.QUEUE: frozenset({F.MAP_PEEK_ELEM, F.MAP_POP_ELEM, F.MAP_PUSH_ELEM}),
     MapType.STACK: frozenset({F.MAP_PEEK_ELEM, F.MAP_POP_ELEM, F.MAP_PUSH_ELEM}),
+    MapType.CGROUP_ARRAY: frozenset({F.SKB_UNDER_CGROUP, F.CURRENT_TASK_UNDER_CGROUP}),
+    MapType.DEVMAP: frozenset({F.REDIRECT_MAP, F.MAP_LOOKUP_ELEM}),
+    MapType.DEVMAP_HASH: frozenset({F.REDIRECT_MAP, F.MAP_LOOKUP_ELEM}),
+    MapType.CPUMAP: frozenset({F.REDIRECT_MAP}),
+    MapType.XSKMAP: frozenset({F.REDIRECT_MAP}),
+    MapType.SOCKMAP: frozenset(
+        {F.SK_REDIRECT_MAP, F.SOCK_MAP_UPDATE, F.MSG_REDIRECT_MAP, F.SK_SELECT_REUSEPORT}
+    ),
+    MapType.SOCKHASH: frozenset(
+        {F.SK_REDIRECT_HASH, F.SOCK_HASH_UPDATE, F.MSG_REDIRECT_HASH, F.SK_SELECT_REUSEPORT}
+    ),
 }
-"""Map types usable only with some helpers (check_map_func_compatibility, map side)."""
+"""Map types usable only with some helpers (check_map_func_compatibility, map side). Lookups in
+XSKMAP and sock maps (which give socket pointers) and sock map updates from programs are not
+modelled, so they are refused here."""

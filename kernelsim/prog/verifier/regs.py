@@ -22,6 +22,7 @@ S64_MAX: Final = (1 << 63) - 1
 S32_MIN: Final = -(1 << 31)
 S32_MAX: Final = (1 << 31) - 1
 BPF_MAX_VAR_OFF: Final = 1 << 29
+UNKNOWN: Final = Tnum.unknown()
 
 
 def s64(x: int) -> int:
@@ -48,6 +49,8 @@ class RegType(enum.Enum):
     PACKET = "pkt"
     PACKET_END = "pkt_end"
     SOCK_COMMON = "sock_common"
+    SOCKET = "sock"
+    FLOW_KEYS = "flow_keys"
     RINGBUF_MEM = "ringbuf_mem"
     MEM = "mem"
 
@@ -84,7 +87,7 @@ class Reg:
     def __init__(self) -> None:
         self.type = RegType.NOT_INIT
         self.off = 0
-        self.var_off = Tnum.unknown()
+        self.var_off = UNKNOWN
         self.umin, self.umax, self.smin, self.smax = 0, U64, S64_MIN, S64_MAX
         self.u32min, self.u32max, self.s32min, self.s32max = 0, U32, S32_MIN, S32_MAX
         self.id = 0
@@ -99,13 +102,18 @@ class Reg:
 
     def copy(self) -> Reg:
         new = Reg.__new__(Reg)
-        for name in Reg.__slots__:
-            setattr(new, name, getattr(self, name))
+        new.assign(self)
         return new
 
     def assign(self, other: Reg) -> None:
-        for name in Reg.__slots__:
-            setattr(self, name, getattr(other, name))
+        """Become a copy of `other` (every field; spelled out, as this is the hot path)."""
+        self.type, self.off, self.var_off = other.type, other.off, other.var_off
+        self.umin, self.umax, self.smin, self.smax = other.umin, other.umax, other.smin, other.smax
+        self.u32min, self.u32max = other.u32min, other.u32max
+        self.s32min, self.s32max = other.s32min, other.s32max
+        self.id, self.ref_obj_id, self.map, self.range = other.id, other.ref_obj_id, other.map, other.range
+        self.maybe_null, self.mem_size = other.maybe_null, other.mem_size
+        self.subreg_def, self.frameno = other.subreg_def, other.frameno
 
     # -- kinds ----------------------------------------------------------------------------------
     @property
@@ -142,18 +150,27 @@ class Reg:
         self.type = RegType.SCALAR
 
     def mark_known(self, value: int) -> None:
-        """A known 64-bit constant scalar."""
-        self.mark_not_init()
-        self.type = RegType.SCALAR
+        """A known 64-bit constant scalar (every other field reset, as mark_not_init does)."""
+        self.type, self.off, self.id, self.ref_obj_id, self.map = RegType.SCALAR, 0, 0, 0, None
+        self.range, self.maybe_null, self.mem_size = 0, False, 0
+        self.subreg_def, self.frameno = False, 0
         self.set_known(value)
+
+    @classmethod
+    def known(cls, value: int) -> Reg:
+        """A new register holding a known constant (an immediate operand)."""
+        reg = cls.__new__(cls)
+        reg.mark_known(value)
+        return reg
 
     def set_known(self, value: int) -> None:
         value &= U64
-        self.var_off = Tnum.const(value)
+        self.var_off = Tnum(value, 0)
         self.umin = self.umax = value
-        self.smin = self.smax = s64(value)
-        self.u32min = self.u32max = value & U32
-        self.s32min = self.s32max = s32(value)
+        self.smin = self.smax = value - (1 << 64) if value >> 63 else value
+        low = value & U32
+        self.u32min = self.u32max = low
+        self.s32min = self.s32max = low - (1 << 32) if low >> 31 else low
 
     def mark_pointer(self, reg_type: RegType, **fields: object) -> None:
         """A pointer of `reg_type` with zero offsets (known zero variable part)."""

@@ -124,15 +124,50 @@ def _write(reg: Reg, r: _View, bits: int) -> None:
     reg.zext_32_to_64()
 
 
+_CONST_OPS: Final = frozenset({ADD, SUB, MUL, OR, AND, LSH, RSH, XOR, ARSH})
+
+
+def _const_result(op: int, a: int, b: int, bits: int) -> int | None:
+    """The result of an operation on two known values (None: a shift out of range, which the
+    general path makes unknown). The same as the general path computes, only faster."""
+    top = (1 << bits) - 1
+    a, b = a & top, b & top
+    if op in (LSH, RSH, ARSH) and b >= bits:
+        return None
+    if op == ADD:
+        return (a + b) & top
+    if op == SUB:
+        return (a - b) & top
+    if op == MUL:
+        return (a * b) & top
+    if op == OR:
+        return a | b
+    if op == AND:
+        return a & b
+    if op == XOR:
+        return a ^ b
+    if op == LSH:
+        return (a << b) & top
+    if op == RSH:
+        return a >> b
+    signed = a - (1 << bits) if a >> (bits - 1) else a
+    return (signed >> b) & top
+
+
 def alu(reg: Reg, op: int, src: Reg, bits: int) -> None:
     """reg = reg <op> src for a scalar `reg` and scalar `src` (NEG ignores src)."""
     if op == NEG:
-        zero = Reg()
-        zero.mark_known(0)
+        zero = Reg.known(0)
         copy = reg.copy()
         reg.assign(zero)
         alu(reg, SUB, copy, bits)
         return
+    if reg.var_off.is_const() and src.var_off.is_const() and op in _CONST_OPS:
+        value = _const_result(op, reg.var_off.value, src.var_off.value, bits)
+        if value is not None:
+            reg.set_known(value)
+            reg.id = 0
+            return
     s = _view(src, bits)
     if op not in TRACKED or (op in (LSH, RSH, ARSH) and s.umax >= bits):
         reg.mark_unknown()

@@ -48,7 +48,7 @@ class StoredState:
     counts the paths from it still being explored, `hit`/`miss` how often it pruned or failed
     to (states that keep missing are dropped, as the kernel drops them)."""
 
-    __slots__ = ("branches", "hit", "miss", "parent", "state")
+    __slots__ = ("branches", "dropped", "hit", "miss", "parent", "state")
 
     def __init__(self, state: State, parent: StoredState | None) -> None:
         self.state = state
@@ -56,6 +56,7 @@ class StoredState:
         self.parent = parent
         self.hit = 0
         self.miss = 0
+        self.dropped = False
 
 
 class Frame:
@@ -133,12 +134,14 @@ class Frame:
 
     # -- comparisons ----------------------------------------------------------------------------
     def equivalent(
-        self, cur: Frame, live: int, allow_uninit_stack: bool, idmap: dict[int, int]
+        self, cur: Frame, live: int, precise: int, allow_uninit_stack: bool, idmap: IdMap
     ) -> bool:
         """func_states_equal: every live register and written stack byte of this (old) frame
-        covers `cur`'s."""
+        covers `cur`'s; scalars in registers outside `precise` only need to be scalars."""
         for i in range(11):
-            if live >> i & 1 and not _regsafe(self.regs[i], cur.regs[i], idmap):
+            if live >> i & 1 and not _regsafe(
+                self.regs[i], cur.regs[i], idmap, bool(precise >> i & 1)
+            ):
                 return False
         for index in range(self.allocated):
             old_t = self.types[index]
@@ -149,18 +152,19 @@ class Frame:
             if index % 8 == 7 and old_t == Slot.SPILL:
                 spi = index // 8
                 old_r, cur_r = self.spills.get(spi), cur.spills.get(spi)
-                if old_r is None or cur_r is None or not _regsafe(old_r, cur_r, idmap):
+                if old_r is None or cur_r is None or not _regsafe(old_r, cur_r, idmap, True):
                     return False
         return True
 
-    def identical(self, cur: Frame, idmap: dict[int, int]) -> bool:
+    def identical(self, cur: Frame, idmap: IdMap) -> bool:
+        for old, new in zip(self.regs, cur.regs, strict=True):
+            if not _reg_identical(old, new, idmap):
+                return False
         if self.callsite != cur.callsite or self.types != cur.types:
             return False
-        if set(self.spills) != set(cur.spills):
+        if self.spills.keys() != cur.spills.keys():
             return False
-        mine = self.regs + [self.spills[k] for k in sorted(self.spills)]
-        theirs = cur.regs + [cur.spills[k] for k in sorted(cur.spills)]
-        return all(_reg_identical(a, b, idmap) for a, b in zip(mine, theirs, strict=True))
+        return all(_reg_identical(self.spills[k], cur.spills[k], idmap) for k in sorted(self.spills))
 
 
 class State:
@@ -233,53 +237,92 @@ class State:
         return text
 
     # -- pruning (states_equal) -----------------------------------------------------------------
-    def equivalent(self, cur: State, live: Sequence[int], allow_uninit_stack: bool) -> bool:
+    def equivalent(
+        self,
+        cur: State,
+        live: Sequence[int],
+        precise: Sequence[int],
+        allow_uninit_stack: bool,
+    ) -> bool:
         """Whether `cur` (at the same instruction) is covered by this explored state; `live`
-        gives the live registers per frame."""
+        and `precise` give, per frame, the live registers and those compared exactly."""
         if len(self.frames) != len(cur.frames) or len(self.refs) != len(cur.refs):
             return False
-        idmap: dict[int, int] = {}
-        if not all(_check_id(a, b, idmap) for (a, _), (b, _) in zip(self.refs, cur.refs, strict=True)):
+        idmap = IdMap()
+        if not all(idmap.same(a, b) for (a, _), (b, _) in zip(self.refs, cur.refs, strict=True)):
             return False
-        for old, new, mask in zip(self.frames, cur.frames, live, strict=True):
+        for old, new, mask, exact in zip(self.frames, cur.frames, live, precise, strict=True):
             if old.callsite != new.callsite:
                 return False
-            if not old.equivalent(new, mask, allow_uninit_stack, idmap):
+            if not old.equivalent(new, mask, exact, allow_uninit_stack, idmap):
                 return False
         return True
 
     def identical(self, cur: State) -> bool:
-        """Exact equality up to a renaming of ids (infinite loop detection)."""
+        """Exact equality up to a renaming of ids (infinite loop detection). The current
+        frames are compared first: they differ in most cases (states_maybe_looping)."""
         if len(self.frames) != len(cur.frames) or len(self.refs) != len(cur.refs):
             return False
-        idmap: dict[int, int] = {}
-        if not all(_check_id(a, b, idmap) for (a, _), (b, _) in zip(self.refs, cur.refs, strict=True)):
+        idmap = IdMap()
+        if not self.frames[-1].identical(cur.frames[-1], idmap):
             return False
-        return all(a.identical(b, idmap) for a, b in zip(self.frames, cur.frames, strict=True))
+        if not all(idmap.same(a, b) for (a, _), (b, _) in zip(self.refs, cur.refs, strict=True)):
+            return False
+        return all(
+            a.identical(b, idmap) for a, b in zip(self.frames[:-1], cur.frames[:-1], strict=True)
+        )
 
 
 _EXACT_FIELDS: Final = tuple(n for n in Reg.__slots__ if n not in ("id", "ref_obj_id"))
 
 
-def _reg_identical(a: Reg, b: Reg, idmap: dict[int, int]) -> bool:
+class IdMap:
+    """The kernel's bpf_idmap: ids of the old state map one to one onto the current one's."""
+
+    __slots__ = ("cur_to_old", "old_to_cur", "tmp")
+
+    def __init__(self) -> None:
+        self.old_to_cur: dict[int, int] = {}
+        self.cur_to_old: dict[int, int] = {}
+        self.tmp = 1 << 40
+
+    def same(self, old: int, cur: int) -> bool:
+        """check_ids: both zero, or a consistent pair."""
+        if bool(old) != bool(cur):
+            return False
+        if not old:
+            return True
+        seen_cur, seen_old = self.old_to_cur.get(old), self.cur_to_old.get(cur)
+        if seen_cur is None and seen_old is None:
+            self.old_to_cur[old], self.cur_to_old[cur] = cur, old
+            return True
+        return seen_cur == cur and seen_old == old
+
+    def same_scalar(self, old: int, cur: int) -> bool:
+        """check_scalar_ids: an unlinked scalar (id 0) gets an id of its own."""
+        if not old:
+            self.tmp += 1
+            old = self.tmp
+        if not cur:
+            self.tmp += 1
+            cur = self.tmp
+        return self.same(old, cur)
+
+
+def _reg_identical(a: Reg, b: Reg, idmap: IdMap) -> bool:
     """regs_exact: every field equal, ids equal up to renaming."""
+    if a.type is not b.type or a.var_off != b.var_off:
+        return False
+    if a.type is RegType.NOT_INIT:
+        return True  # an unset register has every field at its default
     return (
         all(getattr(a, n) == getattr(b, n) for n in _EXACT_FIELDS)
-        and _check_id(a.id, b.id, idmap)
-        and _check_id(a.ref_obj_id, b.ref_obj_id, idmap)
+        and idmap.same(a.id, b.id)
+        and idmap.same(a.ref_obj_id, b.ref_obj_id)
     )
 
 
-def _check_id(old: int, cur: int, idmap: dict[int, int]) -> bool:
-    if not old and not cur:
-        return True
-    if not old or not cur:
-        return False
-    seen = idmap.setdefault(old, cur)
-    return seen == cur
-
-
-def _regsafe(old: Reg, cur: Reg, idmap: dict[int, int]) -> bool:
+def _regsafe(old: Reg, cur: Reg, idmap: IdMap, precise: bool) -> bool:
     if old.type is RegType.NOT_INIT:
         return True
     if cur.type is RegType.NOT_INIT or old.type is not cur.type:
@@ -287,7 +330,9 @@ def _regsafe(old: Reg, cur: Reg, idmap: dict[int, int]) -> bool:
     if old.maybe_null != cur.maybe_null:
         return False
     if old.is_scalar:
-        return old.range_within(cur)
+        if not precise:
+            return True
+        return old.range_within(cur) and idmap.same_scalar(old.id, cur.id)
     if old.off != cur.off or old.map is not cur.map or old.mem_size != cur.mem_size:
         return False
     if old.type is RegType.STACK and old.frameno != cur.frameno:
@@ -296,4 +341,4 @@ def _regsafe(old: Reg, cur: Reg, idmap: dict[int, int]) -> bool:
         return False
     if not old.range_within(cur):
         return False
-    return _check_id(old.id, cur.id, idmap)
+    return idmap.same(old.id, cur.id)

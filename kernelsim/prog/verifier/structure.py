@@ -9,7 +9,8 @@
 2. `check_cfg`: depth-first walk from insn 0, into callees at pseudo calls and function loads
    ("back-edge from insn %d to %d" unless the loader is bpf_capable, "unreachable insn %d",
    "jump into the middle of ldimm64 insn %d"); marks prune points; `liveness` computes the
-   registers live before each instruction (within each function: a call defines r0-r5).
+   registers live before each instruction (within each function: a call defines r0-r5), and
+   `precision_needed` the registers whose exact value may still matter (for pruning).
 """
 
 from __future__ import annotations
@@ -339,11 +340,11 @@ def _uses_defs(insn: Insn, call_args: Callable[[int], int]) -> tuple[int, int]:
     return dst | (src if insn.code & BPF_X else 0), 0
 
 
-def liveness(insns: Sequence[Insn], call_args: Callable[[int], int]) -> list[int]:
-    """Registers (bitmask) live before each instruction; r10 is always live."""
+def _backward(insns: Sequence[Insn], transfer: Callable[[int, int], int]) -> list[int]:
+    """A backward dataflow over each function's instructions to a fixpoint: the register set
+    before instruction i is transfer(i, union of the sets before its successors)."""
     count = len(insns)
-    live = [0] * (count + 2)
-    info = [_uses_defs(insn, call_args) for insn in insns]
+    sets = [0] * count
     succ = [[s for s in _within(i, insn) if s < count] for i, insn in enumerate(insns)]
     changed = True
     while changed:
@@ -351,10 +352,60 @@ def liveness(insns: Sequence[Insn], call_args: Callable[[int], int]) -> list[int
         for i in range(count - 1, -1, -1):
             out = 0
             for s in succ[i]:
-                out |= live[s]
-            used, defined = info[i]
-            new = used | (out & ~defined) | (1 << 10)
-            if new != live[i]:
-                live[i] = new
+                out |= sets[s]
+            new = transfer(i, out)
+            if new != sets[i]:
+                sets[i] = new
                 changed = True
-    return live[:count]
+    return sets
+
+
+def liveness(insns: Sequence[Insn], call_args: Callable[[int], int]) -> list[int]:
+    """Registers (bitmask) live before each instruction; r10 is always live."""
+    info = [_uses_defs(insn, call_args) for insn in insns]
+
+    def transfer(i: int, out: int) -> int:
+        used, defined = info[i]
+        return used | (out & ~defined) | (1 << 10)
+
+    return _backward(insns, transfer)
+
+
+def precision_needed(
+    insns: Sequence[Insn], call_args: Callable[[int], int], exit_needs_r0: Callable[[int], bool]
+) -> list[int]:
+    """Registers (bitmask) whose exact scalar value may matter after each instruction: those
+    whose value can flow into a conditional jump, a register ALU operand (pointer arithmetic),
+    a helper or subprogram argument, a store, or a checked return value (`exit_needs_r0`).
+    A superset of what the kernel's precision backtracking marks, so a scalar outside it may be
+    ignored when pruning, as the kernel ignores imprecise scalars."""
+
+    def transfer(i: int, out: int) -> int:
+        insn = insns[i]
+        cls, op = insn.code & 0x07, insn.code & 0xF0
+        dst, src = 1 << insn.dst, 1 << insn.src
+        use_x = bool(insn.code & BPF_X)
+        if cls in (BPF_ALU, BPF_ALU64):
+            if op == 0xB0:  # mov: the value moves
+                return (out & ~dst) | (src if use_x and out & dst else 0)
+            return out | dst | src if use_x and op not in (0x80, 0xD0) else out
+        if cls == BPF_LDX:
+            return (out & ~dst) | src
+        if cls == BPF_ST:
+            return out | dst
+        if cls == BPF_STX:
+            return out | dst | src | (1 if insn.imm == 0xF1 else 0)
+        if cls == BPF_LD:
+            if insn.code == LD_IMM64:
+                return out & ~dst
+            return (out & ~0x3F) | (src if insn.code & 0xE0 == 0x40 else 0)
+        if op == BPF_CALL:
+            args = 0x3E if insn.src == BPF_PSEUDO_CALL else (1 << (call_args(insn.imm) + 1)) - 2
+            return (out & ~0x3F) | args
+        if op == BPF_EXIT:
+            return 1 if exit_needs_r0(i) else 0
+        if op == BPF_JA:
+            return out
+        return out | dst | (src if use_x else 0)
+
+    return _backward(insns, transfer)

@@ -7,16 +7,15 @@ kernel's kernel/bpf/tnum.c; every value is an unsigned 64-bit integer.
 
 from __future__ import annotations
 
-from typing import Final
-
-import attrs
+from typing import Final, NamedTuple
 
 U64: Final = (1 << 64) - 1
 U32: Final = (1 << 32) - 1
 
 
-@attrs.frozen
-class Tnum:
+class Tnum(NamedTuple):
+    """(value, mask); a tuple, so comparing and copying tnums is cheap."""
+
     value: int
     mask: int
 
