@@ -201,3 +201,21 @@ def test_kernel_config_validation() -> None:
         KernelConfig(page_size=5000)
     with pytest.raises(ValueError):
         KernelConfig(version="six")
+
+
+@pytest.mark.parametrize(("version", "known"), [("5.4", False), ("5.15", True)])
+def test_helpers_newer_than_the_kernel_are_invalid(version: str, known: bool) -> None:
+    """bpf_get_attach_cookie (174) came with 5.15: an older kernel calls it an invalid func."""
+    from bpfsys import bpf
+    from bpfsys.abi import BpfFunc, ProgType
+    from bpfsys.asm import assemble_text
+
+    backend = SimBackend(Kernel(KernelConfig(version=version)))
+    insns = assemble_text(f"call {int(BpfFunc.GET_ATTACH_COOKIE)}\nexit")
+    if known:
+        bpf.prog_load(ProgType.KPROBE, insns, backend=backend).close()
+        return
+    with pytest.raises(bpf.VerifierError) as info:
+        bpf.prog_load(ProgType.KPROBE, insns, backend=backend)
+    assert info.value.errno == errno.EINVAL
+    assert "invalid func unknown#174" in info.value.log

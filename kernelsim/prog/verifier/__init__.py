@@ -23,7 +23,7 @@ from bpfsys.asm import Insn
 from bpfsys.kversion import KernelVersion
 from kernelsim.maps.base import BpfMap
 from kernelsim.prog.verifier import structure, subprogs
-from kernelsim.prog.verifier.check import Caps, Checker, Program, Stats
+from kernelsim.prog.verifier.check import Caps, Checker, Program, Stats, helper_id_limit
 from kernelsim.prog.verifier.errors import VerifierError
 from kernelsim.prog.verifier.helpers import PROTOS
 from kernelsim.prog.verifier.log import LOG_LEVEL1, LOG_LEVEL2, LOG_STATS, LogResult, VerifierLog
@@ -129,6 +129,7 @@ def verify(request: LoadRequest) -> Verdict:
             ),
             subprogs=subs,
             array_lookup_nonnull=request.array_lookup_nonnull,
+            helper_limit=helper_id_limit(request.version),
         )
         checker = Checker(program, request.caps, log)
         try:

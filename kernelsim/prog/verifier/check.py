@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 from collections.abc import Sequence
 from typing import Final
 
@@ -56,10 +57,12 @@ from bpfsys.abi import (
     BPF_X,
     BPF_XCHG,
     AttachType,
+    BpfFunc,
     MapType,
     ProgType,
 )
 from bpfsys.asm import Insn
+from bpfsys.kversion import KernelVersion
 from kernelsim.maps.base import BpfMap
 from kernelsim.prog.verifier import branches, scalar
 from kernelsim.prog.verifier.context import ctx_access
@@ -83,8 +86,14 @@ from kernelsim.prog.verifier.subprogs import MAX_CALL_FRAMES, Subprog, subprog_a
 from kernelsim.prog.verifier.tnum import U32
 
 COMPLEXITY_LIMIT: Final = 1_000_000
-HELPER_ID_LIMIT: Final = 212
-"""__BPF_FUNC_MAX_ID of 6.18: ids at or above it are "invalid func"."""
+
+
+@functools.cache
+def helper_id_limit(version: KernelVersion) -> int:
+    """__BPF_FUNC_MAX_ID of `version` (212 since 6.2): ids at or above it are "invalid func"."""
+    return max(int(f) for f in BpfFunc if f.since <= version) + 1
+
+
 SIZES: Final = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
 BPF_MAX_VAR_SIZ: Final = 1 << 29
 MAX_PACKET_OFF: Final = 0xFFFF
@@ -123,6 +132,8 @@ class Program:
     """Per instruction: registers whose exact scalar value may still matter."""
     subprogs: Sequence[Subprog]
     array_lookup_nonnull: bool = True
+    helper_limit: int = 212
+    """__BPF_FUNC_MAX_ID of the kernel version: `helper_id_limit`."""
 
 
 @attrs.define
@@ -535,9 +546,13 @@ class Checker:
             )
         okay = (RegType.CTX, RegType.MAP_VALUE, RegType.MAP_KEY, RegType.STACK,
                 RegType.PACKET_META, RegType.PACKET, RegType.MEM, RegType.RINGBUF_MEM)  # fmt: skip
-        if ptr.type not in okay and not (
-            ptr.type is RegType.MAP_PTR and known and off_reg.smin == 0 and op == scalar.ADD
-        ) and not (ptr.type is RegType.FLOW_KEYS and known):
+        if (
+            ptr.type not in okay
+            and not (
+                ptr.type is RegType.MAP_PTR and known and off_reg.smin == 0 and op == scalar.ADD
+            )
+            and not (ptr.type is RegType.FLOW_KEYS and known)
+        ):
             raise self.fail(
                 errno.EACCES, f"R{dst_no} pointer arithmetic on {ptr.type_str()} prohibited"
             )
@@ -826,9 +841,7 @@ class Checker:
         else:
             self.stack_read(st, lo, size, value_regno, signed)
 
-    def stack_var_access(
-        self, st: Frame, lo: int, hi: int, write: bool, value_regno: int
-    ) -> None:
+    def stack_var_access(self, st: Frame, lo: int, hi: int, write: bool, value_regno: int) -> None:
         for at in range(lo, hi):
             st.scrub_spill((-at - 1) // 8) if write else None
             if write:
@@ -1141,9 +1154,7 @@ class Checker:
         """check_func_call: a new frame for the callee, which runs next."""
         st = self.state
         if st.curframe + 1 >= MAX_CALL_FRAMES:
-            raise self.fail(
-                errno.E2BIG, f"the call stack of {st.curframe + 2} frames is too deep"
-            )
+            raise self.fail(errno.E2BIG, f"the call stack of {st.curframe + 2} frames is too deep")
         target = callee(self.idx, insn)
         st.call(self.idx, subprog_at(self.p.subprogs, target))
         self.scratch_all()
@@ -1169,9 +1180,9 @@ class Checker:
         if insn.src:
             raise self.fail(errno.EINVAL, "calling kernel functions is not supported")
         func = insn.imm
+        if not 0 <= func < self.p.helper_limit:
+            raise self.fail(errno.EINVAL, f"invalid func unknown#{func}")
         name = f"{helper_name(func)}#{func}"
-        if not 0 <= func < HELPER_ID_LIMIT:
-            raise self.fail(errno.EINVAL, f"invalid func {name}")
         proto = PROTOS.get(func)
         if proto is None or func not in self.allowed:
             raise self.fail(errno.EINVAL, f"program of this type cannot use helper {name}")
