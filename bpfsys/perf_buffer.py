@@ -773,12 +773,14 @@ class PerfEventArray:
         return self._events()
 
     def close(self) -> None:
-        """Delete the map entries made (errors ignored), then close every buffer; idempotent."""
-        for cpu, buf in self.buffers.items():
-            if not buf.closed:
-                with contextlib.suppress(SyscallError, ValueError):
-                    map_delete_elem(self.map_fd, _cpu_key(cpu), backend=buf.fd.backend)
-                buf.close()
+        """Delete the map entries made (errors ignored), then close every buffer, each even when
+        closing another failed (the first failure is raised at the end); idempotent."""
+        with contextlib.ExitStack() as closing:
+            for cpu, buf in self.buffers.items():
+                if not buf.closed:
+                    with contextlib.suppress(SyscallError, ValueError):
+                        map_delete_elem(self.map_fd, _cpu_key(cpu), backend=buf.fd.backend)
+                    closing.callback(buf.close)
 
     def __enter__(self) -> PerfEventArray:
         return self

@@ -383,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     conformance.add_argument("--json", action="store_true", help="one JSON document (for CI)")
     conformance.add_argument("-v", "--verbose", action="store_true", help="list passes too")
     conformance.set_defaults(run=_conformance)
+    from kernelsim.exec.cli import add_exec_command  # the exec subcommand lives in its package
+
+    add_exec_command(commands)
     return parser
 
 

@@ -84,6 +84,7 @@ __all__ = [
     "bpf_backend",
     "checked_sim_backend",
     "kernel_config",
+    "kernelsim_leak_check",
     "live_unavailable_reason",
     "payload",
     "perf_ring_machine",

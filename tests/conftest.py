@@ -1,73 +1,40 @@
 """Shared fixtures: the backends every behaviour test runs on, and fd-leak accounting.
 
-`backend` is parametrized over BACKENDS; the live half skips itself, with the reason, where the
-process may not use bpf(). Tests written against `backend` run unchanged on every backend.
+`backend` is the kernelsim pytest plugin's `bpf_backend`: parametrized over `--bpf-backend`
+(this project runs `sim,live`, see pyproject.toml), made current, leak-checked at teardown.
+The live half skips itself, with the reason, where the process may not use bpf(). Tests written
+against `backend` run unchanged on every backend.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable, Iterator
-from functools import cache
 from pathlib import Path
 
 import pytest
 
-from bpfsys.abi import BpfCmd, MapCreateAttr, MapType
 from bpfsys.backend import Backend, LiveBackend, use_backend
 from kernelsim.backend import SimBackend
 from kernelsim.kernel import Kernel, KernelConfig
+from kernelsim.pytest_plugin import live_unavailable_reason
 
-BACKENDS = os.environ.get("KERNELSIM_TEST_BACKENDS", "live").split(",")
-"""The backends behaviour tests run on: the simulated kernel and the live one."""
 CONFORMANCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 
 
-@cache
-def live_unavailable_reason() -> str | None:
-    """Why the live kernel cannot be used here, or None when bpf() works."""
-    try:
-        backend = LiveBackend()
-    except OSError as exc:
-        return f"no live backend on this machine: {exc}"
-    attr = MapCreateAttr(map_type=MapType.ARRAY, key_size=4, value_size=4, max_entries=1)
-    try:
-        fd = backend.bpf(BpfCmd.MAP_CREATE, attr, len(bytes(attr)))
-    except OSError as exc:
-        if exc.errno in (errno.EPERM, errno.EACCES):
-            return f"live kernel: bpf() not permitted for this process ({os.strerror(exc.errno)})"
-        return f"live kernel: bpf() unavailable ({exc})"
-    backend.close(fd)
-    return None
-
-
-def make_backend(name: str) -> Backend:
-    if name == "live":
-        reason = live_unavailable_reason()
-        if reason is not None:
-            pytest.skip(reason)
-        return LiveBackend()
-    if name == "sim":
-        return SimBackend(Kernel(KernelConfig()))
-    raise ValueError(f"unknown backend {name!r}")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """Each backend in turn, made current for the test."""
-    b = make_backend(str(request.param))
-    with use_backend(b):
-        yield b
-    if isinstance(b, SimBackend):
-        b.kernel.close_all()
+@pytest.fixture
+def backend(bpf_backend: Backend) -> Backend:
+    """Each backend of --bpf-backend in turn, current for the test, leak-checked."""
+    return bpf_backend
 
 
 @pytest.fixture
 def live() -> Iterator[Backend]:
     """The live kernel only (skipped with the reason where it cannot be used)."""
-    b = make_backend("live")
-    with use_backend(b):
+    reason = live_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with use_backend(LiveBackend()) as b:
         yield b
 
 

@@ -3,6 +3,7 @@ the live kernel) and talk to it line by line."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -43,9 +44,18 @@ def need_exec() -> None:
         pytest.skip(reason)
 
 
+@cache
+def _shared_base() -> Path:
+    base = Path(tempfile.mkdtemp(prefix="kernelsim-exec-"))
+    base.chmod(0o755)
+    atexit.register(shutil.rmtree, base, True)
+    return base
+
+
 def shared_dir() -> Path:
-    """A fresh directory uid 65534 can read (pytest's tmp_path is private to root)."""
-    path = Path(tempfile.mkdtemp(prefix="kernelsim-exec-"))
+    """A fresh directory uid 65534 can read (pytest's tmp_path is private to root), removed
+    when the tests end."""
+    path = Path(tempfile.mkdtemp(dir=_shared_base()))
     path.chmod(0o755)
     return path
 

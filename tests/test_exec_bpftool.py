@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Final
 
 import pytest
-
-from conftest import live_unavailable_reason
 from exec_support import NOBODY, PROGRAMS, Running, need_exec, shared_dir
+
+from kernelsim.pytest_plugin import live_unavailable_reason
 
 BPFTOOL: Final = shutil.which("bpftool") or "/usr/sbin/bpftool"
 STEPS: Final = """

@@ -9,18 +9,12 @@ lifetimes, readiness, files).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
-
-from kernelsim.exec.session import ExecSession
-from kernelsim.kernel import KernelConfig
-from kernelsim.perf.output import perf_output
-from conftest import live_unavailable_reason
 from exec_support import (
     BPF_CHILD,
     NOBODY,
@@ -31,6 +25,12 @@ from exec_support import (
     shared_dir,
     snippet_file,
 )
+
+from kernelsim.exec.session import ExecSession
+from kernelsim.kernel import KernelConfig
+from kernelsim.perf.event import PerfEvent
+from kernelsim.perf.output import perf_output
+from kernelsim.pytest_plugin import live_unavailable_reason
 
 PRELUDE = textwrap.dedent(
     """
@@ -182,6 +182,23 @@ def test_mmapable_array_through_the_programs_own_mapping() -> None:
     assert "looked up 0xabcd" in out and "read through the mapping 0x77" in out
 
 
+def test_a_full_fd_table_refuses_new_objects_with_emfile() -> None:
+    differential(
+        """
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+        opened = []
+        try:
+            while True:
+                opened.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as exc:
+            say("filling", errno.errorcode[exc.errno])
+        say("map create", outcome(lambda: new_map(A.MapType.ARRAY, 4, 4, 1)))
+        os.close(opened.pop())
+        say("map create with one free", outcome(lambda: new_map(A.MapType.ARRAY, 4, 4, 1) > 0))
+        """
+    )
+
+
 def test_ioctl_on_a_real_fd_never_reaches_the_simulator() -> None:
     differential(
         """
@@ -260,7 +277,7 @@ def test_perf_ring_is_read_through_the_programs_mapping_after_an_epoll_wakeup() 
     running = Running([sys.executable, str(BPF_CHILD), "--drop", str(path)])
     assert running.line() == "ready True"
     with running.session.lock:
-        (event,) = [o for o in running.session.fds.objects() if type(o).__name__ == "PerfEvent"]
+        (event,) = [o for o in running.session.fds.objects() if isinstance(o, PerfEvent)]
         assert perf_output(running.kernel, event, b"hello!!!") == 0
     assert running.line() == "woken 1 head 24 record 24 b'hello!!!\\x00\\x00\\x00\\x00'"
     assert running.line() == "second wait 0"

@@ -399,7 +399,7 @@ def test_outcomes_absorbed_raised_and_escaped() -> None:
     ]
     (escape,) = report.escapes
     assert escape.error == "ValueError: lookup failed"
-    assert escape.raised_at[0].function == "scenario"
+    assert escape.raised_at[0].function.endswith("<locals>.scenario")
     assert escape.raised_at[0].file == "tests/test_faults.py"
     assert not report.ok and report.failures == [escape]
     assert report.summary() == (

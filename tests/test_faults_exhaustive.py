@@ -18,10 +18,17 @@ from test_attach import libc_with_getpid
 from bpfsys import bpf, features
 from bpfsys.abi import MapFlag, MapType, ProgType, UpdateFlag
 from bpfsys.asm import assemble_text
-from bpfsys.attach import PerfAttachMethod, ProbeSource, attach_tracepoint, attach_uprobe
+from bpfsys.attach import (
+    PerfAttachMethod,
+    ProbeSource,
+    attach_kprobe,
+    attach_tracepoint,
+    attach_uprobe,
+)
 from bpfsys.backend import Backend
 from bpfsys.elf_symbols import symbol_file_offset
 from bpfsys.perf_buffer import PerfBuffer, PerfEventArray
+from bpfsys.ringbuf import RingBuf
 from kernelsim.backend import SimBackend
 from kernelsim.faults import FaultReport, exhaustive_faults
 from kernelsim.kernel import Kernel, KernelConfig
@@ -175,6 +182,17 @@ def tracepoint(method: PerfAttachMethod) -> Scenario:
     return scenario
 
 
+def kprobe(source: ProbeSource, *, cookie: int | None = None) -> Scenario:
+    def scenario(backend: Backend) -> None:
+        with (
+            bpf.prog_load(ProgType.KPROBE, assemble_text(RETURN_0)) as prog,
+            attach_kprobe(prog, "vfs_read", retprobe=True, source=source, cookie=cookie),
+        ):
+            pass
+
+    return scenario
+
+
 @functools.cache
 def getpid_in_libc() -> tuple[str, int]:
     """The libc file and the file offset of its getpid (read from the ELF file once)."""
@@ -194,6 +212,15 @@ def uprobe(source: ProbeSource) -> Scenario:
     return scenario
 
 
+# ---------------------------------------------------------------------------------------------
+# ringbuf.py
+# ---------------------------------------------------------------------------------------------
+def ring_buffer(backend: Backend) -> None:
+    with bpf.map_create(MapType.RINGBUF, 0, 0, 4096) as fd, RingBuf.open(fd) as ring:
+        ring.poll(timeout=0)
+        list(ring.records())
+
+
 SCENARIOS: list[tuple[str, Scenario, Callable[[], SimBackend]]] = [
     ("map_elements", map_elements, SimBackend),
     ("map_batches", map_batches, SimBackend),
@@ -206,11 +233,14 @@ SCENARIOS: list[tuple[str, Scenario, Callable[[], SimBackend]]] = [
     ("features_6_18", every_feature_probe, SimBackend),
     ("features_5_4", every_feature_probe, sims(version="5.4")),
     ("perf_buffer", perf_buffer, SimBackend),
-    ("perf_event_array", perf_event_array, SimBackend),
     ("tracepoint_link", tracepoint(PerfAttachMethod.LINK), SimBackend),
     ("tracepoint_ioctl_5_4", tracepoint(PerfAttachMethod.AUTO), sims(version="5.4")),
+    ("kprobe_pmu_cookie", kprobe(ProbeSource.PMU, cookie=7), SimBackend),
+    ("kretprobe_tracefs", kprobe(ProbeSource.TRACEFS), SimBackend),
+    ("kprobe_tracefs_5_4", kprobe(ProbeSource.AUTO), sims(version="5.4")),
     ("uprobe_pmu", uprobe(ProbeSource.PMU), SimBackend),
     ("uprobe_tracefs", uprobe(ProbeSource.TRACEFS), SimBackend),
+    ("ring_buffer", ring_buffer, SimBackend),
 ]
 
 
@@ -221,3 +251,24 @@ SCENARIOS: list[tuple[str, Scenario, Callable[[], SimBackend]]] = [
 def test_no_fault_escapes_or_leaks(scenario: Scenario, make: Callable[[], SimBackend]) -> None:
     report = run(scenario, make)
     report.assert_ok()
+
+
+def sites_in(function: str, *, inside: bool) -> list[int]:
+    """The call sites of `perf_event_array` made (or not made) inside `function`."""
+    counting = exhaustive_faults(perf_event_array, SimBackend, sites=[])
+    return [
+        record.index
+        for record in counting.calls
+        if any(frame.function == function for frame in record.stack) == inside
+    ]
+
+
+def test_perf_event_array_opens_and_reads_without_escape_or_leak() -> None:
+    sites = sites_in("PerfEventArray.close", inside=False)
+    exhaustive_faults(perf_event_array, SimBackend, ERRNOS, sites=sites).assert_ok()
+
+
+def test_perf_event_array_closes_every_buffer_when_one_fails() -> None:
+    sites = sites_in("PerfEventArray.close", inside=True)
+    assert sites
+    exhaustive_faults(perf_event_array, SimBackend, ERRNOS, sites=sites).assert_ok()

@@ -190,12 +190,7 @@ def prog_load(backend: Backend, prog_type: ProgType, asm: str, flags: int = 0) -
     lic, _ = bufs.make(b"GPL\0")
     attr = ProgLoadAttr(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=addr, license=lic,
                         prog_flags=flags)  # fmt: skip
-    try:
-        return backend.bpf(BpfCmd.PROG_LOAD, attr, ctypes.sizeof(attr))
-    except OSError as error:
-        if isinstance(backend, SimBackend) and "not modelled" in str(error):
-            pytest.xfail(f"kernelsim's PROG_LOAD does not load this yet: {error}")
-        raise
+    return backend.bpf(BpfCmd.PROG_LOAD, attr, ctypes.sizeof(attr))
 
 
 def run_test(backend: Backend, fd: int, case: Case) -> Outcome:

@@ -19,23 +19,16 @@ from bpfsys.syscall import SyscallError
 from kernelsim.backend import SimBackend
 
 CALLS = 25
-NO_FIRING_API = (
-    "kernelsim cannot fire tracepoints yet: neither Kernel.fire_tracepoint nor "
-    "kernelsim.triggers exists"
-)
 
 
 def call_getpid(backend: Backend, times: int) -> None:
-    """Make this process enter getpid `times` times, as the backend's kernel sees it."""
-    if not isinstance(backend, SimBackend):
-        for _ in range(times):
-            os.getpid()
-        return
-    fire = getattr(backend.kernel, "fire_tracepoint", None)
-    if fire is None:
-        pytest.xfail(NO_FIRING_API)
+    """Make this process enter getpid `times` times: really on the live kernel; on the
+    simulated one by firing the tracepoint as this process (its default current task)."""
     for _ in range(times):
-        fire("syscalls", "sys_enter_getpid")
+        if isinstance(backend, SimBackend):
+            backend.kernel.fire_tracepoint("syscalls/sys_enter_getpid")
+        else:
+            os.getpid()
 
 
 PID = os.getpid()
@@ -83,3 +76,11 @@ def test_kernels_without_perf_links_attach_by_ioctl(sim_backend: SimBackend) -> 
     with SyscallCounter.open("getpid") as counter:
         assert counter.attachment.method is PerfAttachMethod.IOCTL
         assert counter.counts() == {}
+
+
+def test_counts_are_kept_per_process(sim_backend: SimBackend) -> None:
+    with SyscallCounter.open("getpid") as counter:
+        for pid, times in ((100, 2), (200, 3), (100, 1)):
+            for _ in range(times):
+                sim_backend.kernel.fire_tracepoint("syscalls/sys_enter_getpid", pid=pid)
+        assert counter.counts() == {100: 3, 200: 3}

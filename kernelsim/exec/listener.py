@@ -23,7 +23,6 @@ from kernelsim.exec.seccomp import (
     SECCOMP_ADDFD_FLAG_SEND,
     SECCOMP_ADDFD_FLAG_SETFD,
     SECCOMP_IOCTL_NOTIF_ADDFD,
-    SECCOMP_IOCTL_NOTIF_ID_VALID,
     SECCOMP_IOCTL_NOTIF_RECV,
     SECCOMP_IOCTL_NOTIF_SEND,
     SECCOMP_NOTIF,
@@ -116,17 +115,6 @@ class Listener:
         """Make the caller's fd `newfd` refer to `srcfd`'s file (dup2 in the caller)."""
         newfd_flags = os.O_CLOEXEC if cloexec else 0
         self._addfd(notif_id, SECCOMP_ADDFD_FLAG_SETFD, srcfd, newfd, newfd_flags)
-
-    def still_waiting(self, notif_id: int) -> bool:
-        """SECCOMP_IOCTL_NOTIF_ID_VALID: whether the task still waits for this answer."""
-        request = bytearray(notif_id.to_bytes(8, "little"))
-        try:
-            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ID_VALID, request, True)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return False
-            raise
-        return True
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -61,9 +61,6 @@ class Readiness:
         """struct epoll_event on this machine."""
         return self._event
 
-    def is_ready(self, obj: KernelObject) -> bool:
-        return obj in self._ready
-
     def _eventfds(self, obj: KernelObject) -> list[int]:
         return [r.eventfd for r in self._registrations.values() if r.obj is obj]
 

@@ -126,7 +126,9 @@ class RemoteFdTable:
 
     def __init__(self, watcher: CloseWatcher, readiness: Readiness) -> None:
         self.caller = 0
-        """The thread whose call is being served."""
+        """The thread whose call is being served (`serving`)."""
+        self._resolved: dict[int, tuple[int, int]] = {}
+        """fd -> (st_dev, st_ino) of the caller's fds met during the call being served."""
         self._watcher = watcher
         self.readiness = readiness
         self._inodes: dict[InodeKey, _Inode] = {}
@@ -134,6 +136,11 @@ class RemoteFdTable:
         self._parked: dict[int, _Parked] = {}
 
     # -- resolving the caller's fds ------------------------------------------------------------
+    def serving(self, tid: int) -> None:
+        """A call of thread `tid` is being served (its fds are looked up at most once)."""
+        self.caller = tid
+        self._resolved.clear()
+
     def _link(self, fd: int) -> str:
         return f"/proc/{self.caller}/fd/{fd}"
 
@@ -142,11 +149,14 @@ class RemoteFdTable:
         no open fd."""
         if fd < 0:
             fail(errno.EBADF, f"fd {fd} is not an open fd")
-        try:
-            st = os.stat(self._link(fd))
-        except OSError:
-            fail(errno.EBADF, f"fd {fd} is not an open fd of task {self.caller}")
-        entry = self._inodes.get((st.st_dev, st.st_ino))
+        key = self._resolved.get(fd)
+        if key is None:
+            try:
+                st = os.stat(self._link(fd))
+            except OSError:
+                fail(errno.EBADF, f"fd {fd} is not an open fd of task {self.caller}")
+            key = self._resolved[fd] = (st.st_dev, st.st_ino)
+        entry = self._inodes.get(key)
         if entry is not None:
             entry.numbers.add(fd)
         return entry
@@ -178,10 +188,6 @@ class RemoteFdTable:
         if len(entry.modes) == 1:
             return next(iter(entry.modes))
         return _mode_of_link(os.lstat(self._link(fd)))
-
-    def caller_has(self, fd: int) -> bool:
-        """Whether the caller's `fd` is a simulated file."""
-        return self.lookup(fd) is not None
 
     # -- installing ------------------------------------------------------------------------------
     def install(self, obj: KernelObject, mode: int = os.O_RDWR) -> int:
@@ -236,6 +242,7 @@ class RemoteFdTable:
     def adopt(self, obj: KernelObject, srcfd: int) -> None:
         """Count this process's open file `srcfd`, now also the program's, as a file of `obj`
         holding one reference (the caller hands it over)."""
+        self._resolved.clear()  # the caller's fd may be this file now (ADDFD with SETFD)
         st = os.fstat(srcfd)
         key = (st.st_dev, st.st_ino)
         entry = self._inodes.get(key)

@@ -20,14 +20,12 @@ import attrs
 
 # -- seccomp(2) operations and filter flags -------------------------------------------------------
 SECCOMP_SET_MODE_FILTER: Final = 1
-SECCOMP_GET_NOTIF_SIZES: Final = 3
 SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
 SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: Final = 1 << 5
 """Since 5.19: once the supervisor has received a notification, only a fatal signal interrupts
 the waiting task (so a signal never makes the call run twice)."""
 
 # -- filter return values -------------------------------------------------------------------------
-SECCOMP_RET_KILL_PROCESS: Final = 0x80000000
 SECCOMP_RET_ERRNO: Final = 0x00050000
 SECCOMP_RET_USER_NOTIF: Final = 0x7FC00000
 SECCOMP_RET_ALLOW: Final = 0x7FFF0000
@@ -61,7 +59,6 @@ SECCOMP_NOTIF_ADDFD: Final = struct.Struct("<QIIII")
 
 SECCOMP_IOCTL_NOTIF_RECV: Final = _ioc(_IOC_READ | _IOC_WRITE, 0, SECCOMP_NOTIF.size)
 SECCOMP_IOCTL_NOTIF_SEND: Final = _ioc(_IOC_READ | _IOC_WRITE, 1, SECCOMP_NOTIF_RESP.size)
-SECCOMP_IOCTL_NOTIF_ID_VALID: Final = _ioc(_IOC_WRITE, 2, 8)
 SECCOMP_IOCTL_NOTIF_ADDFD: Final = _ioc(_IOC_WRITE, 3, SECCOMP_NOTIF_ADDFD.size)
 
 # -- classic BPF (linux/filter.h, linux/bpf_common.h) ---------------------------------------------
@@ -74,7 +71,6 @@ BPF_JMP_JEQ_K: Final = 0x15
 BPF_JMP_JGE_K: Final = 0x35
 BPF_JMP_JSET_K: Final = 0x45
 BPF_RET_K: Final = 0x06
-BPF_MAXINSNS: Final = 4096
 
 # -- the system calls' own constants ------------------------------------------------------------
 PR_SET_NO_NEW_PRIVS: Final = 38
@@ -90,7 +86,6 @@ EPOLL_EVENT: Final = struct.Struct("<IQ")
 """struct epoll_event on x86_64 (packed: 12 bytes)."""
 EPOLL_EVENT_ALIGNED: Final = struct.Struct("<IxxxxQ")
 """struct epoll_event where it is not packed (arm64: 16 bytes)."""
-AT_FDCWD: Final = -100
 BPF_FS_MAGIC: Final = 0xCAFE4A11
 
 

@@ -44,12 +44,12 @@ from bpfsys.backend import Backend, Mapping
 from kernelsim.errors import fail
 from kernelsim.exec import overlay
 from kernelsim.exec.listener import Notification
+from kernelsim.exec.memory import RemoteMemory
 from kernelsim.exec.remote_fds import PendingFile, RemoteFdTable
 from kernelsim.exec.seccomp import EPOLL_CTL_DEL, Arch
 from kernelsim.exec.tasks import Tasks
 from kernelsim.kernel import Kernel
 from kernelsim.perf.event import PerfEvent
-from kernelsim.usermem import ProcessMemory
 
 PERF_ATTR_SIZE_VER0: Final = 64
 EPOLL_NAME: Final = "anon_inode:[eventpoll]"
@@ -110,7 +110,7 @@ class SyscallServer:
         self.backend = backend
         self.fds = fds
         self.tasks = tasks
-        self.memory = ProcessMemory(kernel.config.pid)
+        self.memory = RemoteMemory(kernel.config.pid)
         kernel.memory = self.memory
         kernel.fds = fds
         names = arch.intercepted()
@@ -120,6 +120,8 @@ class SyscallServer:
             nr: HANDLERS[name] for nr, name in names.items()
         }
         self._open_nr = arch.open
+        self.internal_errors = 0
+        """Calls answered ENOSYS because the simulator failed (a bug; reported on stderr)."""
 
     # -- the entry point -------------------------------------------------------------------------
     def answer(self, notification: Notification) -> Answer:
@@ -127,7 +129,8 @@ class SyscallServer:
         handler = self._handlers.get(notification.nr)
         if handler is None:
             return CONTINUE
-        self.memory.pid = self.fds.caller = notification.pid
+        self.memory.pid = notification.pid
+        self.fds.serving(notification.pid)
         try:
             return handler(self, notification)
         except OSError as exc:
@@ -135,6 +138,7 @@ class SyscallServer:
             return Answer(error=exc.errno or errno.EINVAL)
         except Exception:  # a simulator bug must not leave the program hanging
             self.fds.drop_parked()
+            self.internal_errors += 1
             print("kernelsim exec: internal error, answered ENOSYS:", file=sys.stderr)
             traceback.print_exc()
             return Answer(error=errno.ENOSYS)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import select
 import threading
@@ -39,9 +38,6 @@ from kernelsim.exec.server import Answer, SyscallServer
 from kernelsim.exec.tasks import Tasks
 from kernelsim.kernel import Kernel, KernelConfig
 
-SECCOMP_IOCTL_NOTIF_SET_FLAGS: Final = 0x40082104
-SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: Final = 1
-"""Since 6.6: the supervisor runs on the waiting task's CPU (a faster round trip)."""
 COMM_LEN: Final = 15
 
 
@@ -116,10 +112,6 @@ class ExecSession:
         self.server = SyscallServer(self.kernel, self.backend, self.fds, self.tasks, arch)
         self.listener = self._launched.listener
         self.exit_status: int | None = None
-        with contextlib.suppress(OSError):  # before 6.6: the ordinary wakeup
-            raise OSError
-            fcntl.ioctl(self.listener.fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-                        SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)  # fmt: skip
 
     @property
     def wait_killable(self) -> bool:
@@ -144,6 +136,10 @@ class ExecSession:
             except Gone:
                 self.stats.undelivered += 1
                 server.undelivered(answer)
+            except OSError as exc:  # the caller could not take the fd (EMFILE): its errno
+                server.undelivered(answer)
+                with contextlib.suppress(Gone):
+                    self.listener.reply_error(notification.id, exc.errno or errno.EINVAL)
             else:
                 server.delivered(answer)
             finally:
@@ -198,17 +194,10 @@ class ExecSession:
         self.listener.close()
         self.watcher.close()
         self.tasks.close()
+        self.server.memory.close()
 
     def serve_in_thread(self) -> threading.Thread:
         """`serve` in a new thread (tests drive the kernel meanwhile, holding `lock`)."""
         thread = threading.Thread(target=self.serve, name=f"kernelsim-exec-{self.pid}", daemon=True)
         thread.start()
         return thread
-
-    def kill(self) -> None:
-        """Kill the program (ESRCH when it is gone already is fine)."""
-        try:
-            os.kill(self.pid, 9)
-        except OSError as exc:
-            if exc.errno != errno.ESRCH:
-                raise

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 A notification names the calling thread. `Tasks.getfd(tid, fd)` is pidfd_getfd(2) on the
-thread's process (its thread-group leader's pidfd, opened once and kept): a new fd of this
-process for the same open file, as the kernel's own fdget would see it; EBADF when the caller
-has no such fd. `Tasks.tgid(tid)` reads the process id of a thread from /proc.
+thread's process (its thread-group leader's pidfd, opened once and kept, and reopened once when
+it names a process that is gone, in case the pid was used again): a new fd of this process for
+the same open file, as the kernel's own fdget would see it; EBADF when the caller has no such
+fd. `Tasks.tgid(tid)` reads the process id of a thread from /proc.
 """
 
 from __future__ import annotations
@@ -24,33 +25,31 @@ class Tasks:
     def __init__(self, arch: Arch) -> None:
         self._arch = arch
         self._pidfds: dict[int, int] = {}
-        self._tgids: dict[int, int] = {}
         libc = ctypes.CDLL(None, use_errno=True)
         self._syscall = libc.syscall
         self._syscall.restype = ctypes.c_long
 
     def tgid(self, tid: int) -> int:
         """The process (thread group) of thread `tid`."""
-        found = self._tgids.get(tid)
-        if found is None:
-            try:
-                with open(f"/proc/{tid}/status", "rb") as status:
-                    for line in status:
-                        if line.startswith(b"Tgid:"):
-                            found = int(line.split()[1])
-                            break
-            except OSError:
-                fail(errno.ESRCH, f"task {tid} is gone")
-            if found is None:
-                fail(errno.ESRCH, f"task {tid} has no Tgid")
-            self._tgids[tid] = found
-        return found
+        try:
+            with open(f"/proc/{tid}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"Tgid:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        fail(errno.ESRCH, f"task {tid} is gone")
 
-    def pidfd(self, tid: int) -> int:
+    def pidfd(self, tid: int, fresh: bool = False) -> int:
+        """A pidfd of `tid`'s process (`fresh`: reopened, as for a pid used again)."""
         tgid = self.tgid(tid)
-        pidfd = self._pidfds.get(tgid)
+        pidfd = self._pidfds.pop(tgid, None)
+        if pidfd is not None and fresh:
+            os.close(pidfd)
+            pidfd = None
         if pidfd is None:
-            pidfd = self._pidfds[tgid] = os.pidfd_open(tgid)
+            pidfd = os.pidfd_open(tgid)
+        self._pidfds[tgid] = pidfd
         return pidfd
 
     def getfd(self, tid: int, fd: int) -> int:
@@ -58,25 +57,22 @@ class Tasks:
         (close it); EBADF when there is no such fd."""
         if fd < 0:
             fail(errno.EBADF, f"fd {fd}")
-        got = self._syscall(
-            ctypes.c_long(self._arch.pidfd_getfd),
-            ctypes.c_long(self.pidfd(tid)),
-            ctypes.c_long(fd),
-            ctypes.c_long(0),
-        )
-        if got < 0:
+        code = errno.ESRCH
+        for fresh in (False, True):  # a kept pidfd may be of an earlier process with this pid
+            got = self._syscall(
+                ctypes.c_long(self._arch.pidfd_getfd),
+                ctypes.c_long(self.pidfd(tid, fresh)),
+                ctypes.c_long(fd),
+                ctypes.c_long(0),
+            )
+            if got >= 0:
+                return int(got)
             code = ctypes.get_errno()
-            fail(code, f"pidfd_getfd({tid}, {fd}): {os.strerror(code)}")
-        return int(got)
-
-    def forget(self, tgid: int) -> None:
-        """Drop what is kept for a process that exited."""
-        pidfd = self._pidfds.pop(tgid, None)
-        if pidfd is not None:
-            os.close(pidfd)
-        for tid in [t for t, g in self._tgids.items() if g == tgid]:
-            del self._tgids[tid]
+            if code != errno.ESRCH:
+                break
+        fail(code, f"pidfd_getfd({tid}, {fd}): {os.strerror(code)}")
 
     def close(self) -> None:
-        for tgid in list(self._pidfds):
-            self.forget(tgid)
+        for pidfd in self._pidfds.values():
+            os.close(pidfd)
+        self._pidfds.clear()

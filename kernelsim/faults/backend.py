@@ -61,7 +61,8 @@ def _project_relative(filename: str) -> str:
 
 @attrs.frozen
 class Frame:
-    """One Python frame: file (relative to the project when inside it), line, function."""
+    """One Python frame: file (relative to the project when inside it), line, function (its
+    qualified name, as "PerfBuffer.open")."""
 
     file: str
     line: int
@@ -71,7 +72,7 @@ class Frame:
     def of(cls, frame: FrameType, line: int | None = None) -> Frame:
         """`frame` at `line` (default: its current line)."""
         file = _project_relative(frame.f_code.co_filename)
-        return cls(file, frame.f_lineno if line is None else line, frame.f_code.co_name)
+        return cls(file, frame.f_lineno if line is None else line, frame.f_code.co_qualname)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line} in {self.function}"

@@ -12,8 +12,9 @@ Theory of operation
    backend, call i failing with e (`FaultPlan.fail_call(i, e)`). The run's outcome is
    ABSORBED (the scenario returned: the failure was handled), RAISED (an OSError came out --
    a SyscallError, or an OSError from a backend -- which is how a failure should surface),
-   ESCAPED (anything else came out) or DIVERGED (call i of this run was another call than in
-   the counting run: the scenario is not deterministic, and the site was not tested).
+   ESCAPED (anything else came out) or DIVERGED (call i of this run was another syscall or
+   command than in the counting run: the scenario is not deterministic, and the site was not
+   tested; fds and paths may differ, as names made unique per process do).
 3. *Leaks.* After each run the exception (if any) is dropped and the garbage collected, with
    ResourceWarnings recorded -- each one names an fd or attachment that only the garbage
    collector closed -- and then a `LeakCheck` names the simulated fds left open, the kernel
@@ -229,7 +230,7 @@ class FaultReport:
 def _judge(site: CallRecord, err: int, run: _Run) -> SiteResult:
     """Rule 2: the outcome of failing `site` with `err`."""
     reached = run.calls[site.index].call if site.index < len(run.calls) else None
-    if reached is None or attrs.evolve(reached, fd=None) != attrs.evolve(site.call, fd=None):
+    if reached is None or reached.kind != site.call.kind:
         return SiteResult(site, err, Outcome.DIVERGED, leaks=run.leaks, diverged_call=reached)
     if run.error is None:
         return SiteResult(site, err, Outcome.ABSORBED, leaks=run.leaks)

@@ -89,6 +89,12 @@ class Call:
     fd: int | None = None
     path: str | None = None
 
+    @property
+    def kind(self) -> tuple[Syscall, int | None]:
+        """The syscall and command: what one run and the next must agree on (fds and paths
+        may differ between them)."""
+        return self.syscall, self.command
+
     def __str__(self) -> str:
         args: list[str] = []
         if self.command is not None:

@@ -19,8 +19,9 @@ socket cookie (SO_COOKIE: the same cookie the live kernel reports for that socke
 comes from getsockopt/getsockname on a duplicate of the fd, never from memory addresses.
 
 A socket stored in a map is a `HostSocket`: one object per socket (by inode) and kernel, shared
-by every map holding it, with one reference per map entry; it carries the socket's psock, the
-programs it got from the sock maps it is in (`PSOCK_SLOTS`), dropped with the last entry.
+by every map holding it, with one reference per map entry; it carries the socket's psock: the
+programs it got from the sock maps it is in (`PSOCK_SLOTS`, rules in kernelsim.maps.sockmap),
+dropped with the last entry.
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ class HostSocket(KernelObject):
         self.facts = facts
         self.psock: dict[str, BpfProgram] = {}
         """The psock's programs by PSOCK_SLOTS name (set while the socket is in a sock map)."""
+        self.verdict_running = False
+        """A stream parser or verdict program receives the socket's data (the psock's
+        saved_data_ready is set)."""
 
     @property
     def is_tcp(self) -> bool:
@@ -160,10 +164,22 @@ class HostSocket(KernelObject):
             socket.AF_INET6,
         )
 
+    def set_program(self, slot: str, prog: BpfProgram) -> None:
+        """psock_set_prog: `prog` (a new reference) replaces the psock's program in `slot`."""
+        prog.hold()
+        old = self.psock.get(slot)
+        self.psock[slot] = prog
+        if old is not None:
+            old.put()
+
+    def clear_programs(self, *slots: str) -> None:
+        for slot in slots:
+            old = self.psock.pop(slot, None)
+            if old is not None:
+                old.put()
+
     def release(self) -> None:
-        for prog in self.psock.values():
-            prog.put()
-        self.psock = {}
+        self.clear_programs(*PSOCK_SLOTS)
         self.table.forget(self)
 
 

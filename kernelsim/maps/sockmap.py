@@ -17,12 +17,16 @@ A value is a socket fd of this process (`host_files.socket_facts`). Update, chec
 3. flags above BPF_EXIST: EINVAL; SOCKMAP: index >= max_entries: E2BIG;
 4. linking the socket's psock (sock_map_link): when the socket already has a psock (it is in a
    sock map) that runs a program of a kind this map would add, EBUSY (a stream or skb verdict
-   excludes both verdicts); a stream parser with a stream verdict on a non-TCP socket: EOPNOTSUPP;
+   excludes both verdicts); otherwise the psock takes each program of the map; then, unless a
+   verdict already runs, a stream parser with a stream verdict starts (a non-TCP socket:
+   EOPNOTSUPP) or a verdict alone starts;
 5. BPF_NOEXIST on a stored key: EEXIST; BPF_EXIST on an absent one: ENOENT; SOCKHASH: a new
    key when max_entries are stored: E2BIG.
 
-The psock (on the `HostSocket`) takes each program the map has, and keeps them until the socket
-leaves its last sock map. Lookup from user space gives the socket cookie when value_size is 8
+The psock lives on the `HostSocket` while the socket is in any sock map. When the socket leaves a
+map while a verdict runs, the map's kinds of programs stop: a stream parser is dropped if the map
+has one, both verdicts if it has either (sock_map_del_link); a msg parser, or a parser that never
+ran, stays until the socket leaves its last sock map. Lookup from user space gives the socket cookie when value_size is 8
 (ENOSPC otherwise, before the key is looked at; ENOENT when absent). Delete: SOCKMAP EINVAL for
 an empty or out-of-range index, SOCKHASH ENOENT when absent. GET_NEXT_KEY: SOCKMAP walks indexes
 as an array does, SOCKHASH goes in insertion order (the kernel's hash order is random).
@@ -123,21 +127,34 @@ class SockMapBase(BpfMap):
         return self.kernel.subsystem(HostSockets).get(facts)
 
     def link(self, sock: HostSocket) -> None:
-        """sock_map_link: the checks against the socket's psock (step 4)."""
+        """sock_map_link (step 4): the psock takes the map's programs (and keeps them even when
+        the update fails later, as long as the socket is in another sock map)."""
         mine = self.programs
         theirs = sock.psock
         for slot in mine:
             if slot in theirs or (slot in VERDICTS and EXCLUDES[slot] in theirs):
                 fail(errno.EBUSY, f"the socket's psock already runs a {slot} program")
+        for slot, prog in mine.items():
+            sock.set_program(slot, prog)
+        if sock.verdict_running or not mine.keys() & VERDICTS:
+            return
         if "stream_parser" in mine and "stream_verdict" in mine and not sock.is_tcp:
             fail(errno.EOPNOTSUPP, "a stream parser needs a TCP socket")
+        sock.verdict_running = True
 
-    def adopt(self, sock: HostSocket) -> None:
-        """The socket is now in this map: its psock takes the map's programs."""
-        for slot, prog in self.programs.items():
-            if slot not in sock.psock:
-                prog.hold()
-                sock.psock[slot] = prog
+    def unlink(self, sock: HostSocket) -> None:
+        """sock_map_unref: the socket leaves this map; a running parser or verdict of the kind
+        this map has is stopped (the psock's programs of that kind are dropped)."""
+        if sock.verdict_running:
+            stop_parser = "stream_parser" in self.programs
+            stop_verdict = bool(self.programs.keys() & VERDICTS)
+            if stop_parser:
+                sock.clear_programs("stream_parser")
+            if stop_verdict:
+                sock.clear_programs(*VERDICTS)
+            if stop_parser or stop_verdict:
+                sock.verdict_running = False
+        sock.put()
 
     def cookie_of(self, sock: HostSocket | None) -> bytes:
         if self.value_size != 8:
@@ -223,16 +240,15 @@ class SockMap(SockMapBase):
         except OSError:
             sock.put()
             raise
-        self.adopt(sock)
         self.socks[index] = sock
         if old is not None:
-            old.put()
+            self.unlink(old)
 
     def delete(self, key: bytes) -> None:
         old = self.socks.pop(key_index(key), None)
         if old is None:
             fail(errno.EINVAL, "no socket at this index")
-        old.put()
+        self.unlink(old)
 
     def get_next_key(self, key: bytes | None) -> bytes:
         return index_after(key, self.max_entries)
@@ -242,7 +258,7 @@ class SockMap(SockMapBase):
 
     def release(self) -> None:
         for sock in self.socks.values():
-            sock.put()
+            self.unlink(sock)
         self.socks = {}
         super().release()
 
@@ -297,13 +313,12 @@ class SockHash(SockMapBase):
         except OSError:
             sock.put()
             raise
-        self.adopt(sock)
         if slot is None:
             slot = table.add(key)
             self.socks.extend([None] * (slot + 1 - len(self.socks)))
         old, self.socks[slot] = self.socks[slot], sock
         if old is not None:
-            old.put()
+            self.unlink(old)
 
     def delete(self, key: bytes) -> None:
         slot = self.table.remove(key)
@@ -311,7 +326,7 @@ class SockHash(SockMapBase):
             fail(errno.ENOENT, "no such key")
         old, self.socks[slot] = self.socks[slot], None
         if old is not None:
-            old.put()
+            self.unlink(old)
 
     def get_next_key(self, key: bytes | None) -> bytes:
         found = self.table.key_after(key)
@@ -326,6 +341,6 @@ class SockHash(SockMapBase):
     def release(self) -> None:
         for sock in self.socks:
             if sock is not None:
-                sock.put()
+                self.unlink(sock)
         self.socks = []
         super().release()

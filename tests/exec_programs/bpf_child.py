@@ -5,8 +5,8 @@ usage: python bpf_child.py [--drop] SNIPPET_FILE
 Everything is imported first; with --drop the process then becomes uid/gid 65534 with no
 capabilities (so a bpf() call that reached the live kernel would fail with EPERM); then the
 snippet runs with `backend` (a LiveBackend), `bpf`, `abi`, `os`, `ctypes`, `errno`, `fcntl`,
-`mmap`, `select`, `socket`, `struct`, `termios` and `say` (print and flush) in scope. Under
-`kernelsim exec` each of those calls is the simulated kernel's.
+`mmap`, `resource`, `select`, `socket`, `struct`, `termios` and `say` (print and flush) in
+scope. Under `kernelsim exec` each of those calls is the simulated kernel's.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import errno
 import fcntl
 import mmap
 import os
+import resource
 import select
 import socket
 import struct
@@ -50,6 +51,7 @@ def main() -> None:
         "ctypes": ctypes,
         "errno": errno,
         "fcntl": fcntl,
+        "resource": resource,
         "termios": termios,
         "mmap": mmap,
         "select": select,
