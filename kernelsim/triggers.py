@@ -10,13 +10,14 @@ the kernel's order:
 1. *Raw tracepoint programs* (RAW_TRACEPOINT_OPEN links) on a tracepoint of that name run with
    the u64 arguments given as `raw_args`, each with its link's cookie; their results are
    ignored (__bpf_trace_run).
-2. *The trace event's programs* (attached through perf events: SET_BPF or perf links; one
-   array per trace event, so they run whether or not their perf event is enabled and on which
-   CPU it counts) run in attach order with the context of their type (kernelsim.trace_context)
-   and their cookie; tracepoint programs see kernel registers (their bpf_perf_event_output
-   samples say MISC_KERNEL, measured, also for syscall events whose own samples say MISC_USER). The event goes on only if every program returned a value with bit 0 set:
-   the kernel ANDs the u32 results starting from 1 (trace_call_bpf / bpf_prog_run_array,
-   measured: 1 and 3 keep the sample, 0 and 2 drop it, 1 then 2 drops it).
+2. *The trace event's programs* (attached through perf events: SET_BPF or perf links; one array
+   per trace event, so they run whether or not their perf event is enabled and on which CPU it
+   counts) run in attach order with the context of their type (kernelsim.trace_context) and
+   their cookie; tracepoint programs see kernel registers (their bpf_perf_event_output samples
+   say MISC_KERNEL, measured, also for syscall events whose own samples say MISC_USER). The
+   event goes on only if every program returned a value with bit 0 set: the kernel ANDs the u32
+   results starting from 1 (trace_call_bpf / bpf_prog_run_array, measured: 1 and 3 keep the
+   sample, 0 and 2 drop it, 1 then 2 drops it).
 3. *Perf events* of the trace event that are enabled, on this CPU (CPU-wide events) or
    following the current task (task events), whose SET_FILTER filter passes the record, and
    that do not exclude kernel events when the registers are kernel ones, count the hit; a
@@ -26,10 +27,11 @@ the kernel's order:
 
 Clock ticks: `tick(kernel, cpu, ns)` advances the virtual clock by `ns` and, for each enabled
 sampling cpu-clock / task-clock event running on `cpu` (CPU-wide on it, or following the
-current task), fires once per elapsed period (sample_freq is turned into a period of
-NSEC_PER_SEC / freq, the hrtimer's fixed rate, and periods are at least 10 us): the event's
-BPF_PROG_TYPE_PERF_EVENT program runs with struct bpf_perf_event_data, and unless it returned
-0 a sample goes into the event's ring (__perf_event_overflow, bpf_overflow_handler).
+current task), fires once per period it has accumulated (an event accumulates only the time
+ticked on its CPU; the remainder carries over to the next tick; sample_freq is turned into a
+period of NSEC_PER_SEC / freq, the hrtimer's fixed rate, and periods are at least 10 us): the
+event's BPF_PROG_TYPE_PERF_EVENT program runs with struct bpf_perf_event_data, and unless it
+returned 0 a sample goes into the event's ring (__perf_event_overflow, bpf_overflow_handler).
 
 Every program run goes through kernelsim.prog.interpreter.kernel_run.run_on_kernel (virtual
 time, run statistics while enabled). A program the simulated loader accepted but that faults at

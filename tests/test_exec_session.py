@@ -107,8 +107,17 @@ def test_map_commands_and_their_errnos() -> None:
         say("first key", outcome(lambda: run(A.BpfCmd.MAP_GET_NEXT_KEY, nk)), first.value)
         say("delete", outcome(lambda: run(A.BpfCmd.MAP_DELETE_ELEM, elem(fd, key))))
         say("delete again", outcome(lambda: run(A.BpfCmd.MAP_DELETE_ELEM, elem(fd, key))))
+        info = A.BpfMapInfo()
+        info_attr = A.InfoByFdAttr(bpf_fd=fd, info_len=ctypes.sizeof(info),
+                                   info=ctypes.addressof(info))
+        run(A.BpfCmd.OBJ_GET_INFO_BY_FD, info_attr)
+        again = run(A.BpfCmd.MAP_GET_FD_BY_ID, A.GetIdAttr(start_id=info.id))
+        say("by id while open", info.key_size, info.value_size, info_attr.info_len > 0)
+        os.close(again)
         os.close(fd)
         say("closed", outcome(lambda: run(A.BpfCmd.MAP_LOOKUP_ELEM, elem(fd, key, out))))
+        say("by id after the last close",
+            outcome(lambda: run(A.BpfCmd.MAP_GET_FD_BY_ID, A.GetIdAttr(start_id=info.id))))
         attr = A.PerfEventAttr(type=1, size=1, config=9)
         say("perf size", outcome(lambda: backend.perf_event_open(attr, 0, -1, -1, 8)),
             attr.size)

@@ -222,3 +222,25 @@ def test_closing_the_map_releases_its_memory(sim: SimBackend) -> None:
     assert "RingbufMap" not in sim.kernel.live_objects()  # the caller's mapping stays valid
     assert bytes(memoryview(mapping)[4096 + 8 : 4096 + 12]) == b"kept"
     sim.munmap(mapping)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    length=st.integers(-1, 6 * 4096),
+    prot=st.integers(0, 7),
+    flags=st.sampled_from([mmap.MAP_SHARED, mmap.MAP_PRIVATE, 0, mmap.MAP_SHARED | 0x20]),
+    offset=st.integers(-1, 6 * 4096),
+)
+def test_random_mmaps_only_raise_oserror(length: int, prot: int, flags: int, offset: int) -> None:
+    backend = SimBackend()
+    attr = MapCreateAttr(map_type=MapType.RINGBUF, max_entries=4096)
+    fd = backend.bpf(BpfCmd.MAP_CREATE, attr, len(bytes(attr)))
+    try:
+        mapping = backend.mmap(fd, length, prot, flags, offset)
+    except OSError:
+        pass
+    else:
+        assert len(mapping) == length
+        backend.munmap(mapping)
+    backend.kernel.close_all()
+    assert "RingbufMap" not in backend.kernel.live_objects()

@@ -9,7 +9,7 @@ import contextlib
 import ctypes
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from maps_support import (
@@ -266,7 +266,7 @@ def xdp_progs(backend: Backend) -> Iterator[dict[str, OwnedFd]]:
 
 
 def prog_id(prog: OwnedFd) -> int:
-    return bpf.prog_info(prog).id
+    return int(bpf.prog_info(prog).id)
 
 
 def test_devmap(maps: Maps) -> None:
@@ -404,8 +404,8 @@ def sockets() -> Iterator[dict[str, socket.socket]]:
     udp_bound.bind(("127.0.0.1", 0))
     udp_connected = keep(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     udp_connected.connect(("127.0.0.1", 9))
-    stream, peer = (keep(s) for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
-    dgram, dgram_peer = (keep(s) for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
+    stream, _ = (keep(s) for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
+    dgram, _ = (keep(s) for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
     socks = {
         "tcp established": client,
         "tcp accepted": accepted,
@@ -530,6 +530,8 @@ def test_xskmap(maps: Maps, sockets: dict[str, socket.socket]) -> None:
     assert [delete(b, fd, k(i)) for i in (0, 0, 3, 4)] == [0, 0, 0, "EINVAL"]
     assert next_key(b, fd, k(3), 4)[0] == "ENOENT"
     assert lookup_and_delete(b, fd, k(1), 4)[0] == "ENOTSUPP"
+    assert memlock(b, fd) == 336 + 32  # slot 1 still holds a socket: one xsk_map_node
+    assert delete(b, fd, k(1)) == 0
     assert memlock(b, fd) == 336
 
 
@@ -578,8 +580,13 @@ def test_sock_map_program_attach_detach_query(maps: Maps, sock_progs: dict[str, 
     sm, sh, array = maps.new(SM, 4, 4, 4), maps.new(SH, 4, 4, 4), maps.new(MapType.ARRAY, 4, 4, 1)
     skb, skb2, msg, xdp = (sock_progs[n].fileno() for n in ("skb", "skb2", "msg", "xdp"))
     skb_id, skb2_id, msg_id = (k(prog_id(sock_progs[n])) for n in ("skb", "skb2", "msg"))
-    attach: Callable[..., object] = lambda *a, **kw: attach_call(b, BpfCmd.PROG_ATTACH, *a, **kw)
-    detach: Callable[..., object] = lambda *a, **kw: attach_call(b, BpfCmd.PROG_DETACH, *a, **kw)
+
+    def attach(target: int, prog: int, at: int, **kw: int) -> object:
+        return attach_call(b, BpfCmd.PROG_ATTACH, target, prog, at, **kw)
+
+    def detach(target: int, prog: int, at: int, **kw: int) -> object:
+        return attach_call(b, BpfCmd.PROG_DETACH, target, prog, at, **kw)
+
     verdict, parser, skb_verdict = (
         AT.SK_SKB_STREAM_VERDICT,
         AT.SK_SKB_STREAM_PARSER,

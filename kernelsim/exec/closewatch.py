@@ -17,8 +17,11 @@ file; IN_IGNORED, the inode's end, is not one).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import struct
+import sys
+import termios
 from typing import Final
 
 IN_CLOSE_WRITE: Final = 0x00000008
@@ -39,6 +42,7 @@ class CloseWatcher:
             code = ctypes.get_errno()
             raise OSError(code, f"inotify_init1: {os.strerror(code)}")
         self.fd: int = fd
+        self._pending = bytearray(4)
 
     def watch(self, fd: int) -> int:
         """Watch the inode of this process's `fd` for releases; the watch descriptor."""
@@ -55,6 +59,9 @@ class CloseWatcher:
     def releases(self) -> list[int]:
         """The watch descriptors of the files released since the last call, in order."""
         found: list[int] = []
+        fcntl.ioctl(self.fd, termios.FIONREAD, self._pending, True)
+        if not int.from_bytes(self._pending, sys.byteorder):  # nothing queued: no read at all
+            return found
         while True:
             try:
                 data = os.read(self.fd, 64 * _EVENT.size)

@@ -128,6 +128,9 @@ class ExecSession:
         server = self.server
         with self.lock:
             self.stats.calls += 1
+            # a file the caller released before this call is gone before the call, as in the
+            # kernel (its release event was queued during the caller's close)
+            self.fds.on_releases()
             answer = server.answer(notification)
             self.stats.continued += answer.proceed
             try:

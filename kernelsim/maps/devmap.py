@@ -12,16 +12,16 @@ a value (__dev_map_alloc_node): a device that does not exist is EINVAL, and so i
 (when > 0) that is not an XDP program loaded with expected_attach_type BPF_XDP_DEVMAP. Lookups
 give back the ifindex and the program's id (0 without one).
 
-| operation         | DEVMAP (index < max_entries)             | DEVMAP_HASH (any u32 key)          |
-|-------------------|------------------------------------------|------------------------------------|
-| update flags > 2  | EINVAL                                   | EINVAL                             |
-| update NOEXIST    | EEXIST, always                           | EEXIST when the key is there       |
-| update ifindex 0  | empties the slot (a program fd: EINVAL)  | EINVAL (no device 0)               |
-| update, new key   | index >= max_entries: E2BIG (before the  | E2BIG when max_entries are stored  |
-|                   | value is looked at)                      | (after the value is checked)       |
-| lookup            | ENOENT for an empty or out-of-range slot | ENOENT when absent                 |
-| delete            | 0 (also when empty); EINVAL out of range | ENOENT when absent                 |
-| get_next_key      | index + 1 (array walk)                   | the kernel's bucket walk (below)   |
+| operation        | DEVMAP (index < max_entries)             | DEVMAP_HASH (any u32 key)         |
+|------------------|------------------------------------------|-----------------------------------|
+| update flags > 2 | EINVAL                                   | EINVAL                            |
+| update NOEXIST   | EEXIST, always                           | EEXIST when the key is there      |
+| update ifindex 0 | empties the slot (a program fd: EINVAL)  | EINVAL (no device 0)              |
+| update, new key  | index >= max_entries: E2BIG (before the  | E2BIG when max_entries are stored |
+|                  | value is looked at)                      | (after the value is checked)      |
+| lookup           | ENOENT for an empty or out-of-range slot | ENOENT when absent                |
+| delete           | 0 (also when empty); EINVAL out of range | ENOENT when absent                |
+| get_next_key     | index + 1 (array walk)                   | the kernel's bucket walk (below)  |
 
 DEVMAP counts "items" as the kernel does: +1 whenever a slot that was empty is written (even
 with ifindex 0, which leaves it empty), -1 when a delete empties a slot that held a device;

@@ -26,10 +26,12 @@ A value is a socket fd of this process (`host_files.socket_facts`). Update, chec
 The psock lives on the `HostSocket` while the socket is in any sock map. When the socket leaves a
 map while a verdict runs, the map's kinds of programs stop: a stream parser is dropped if the map
 has one, both verdicts if it has either (sock_map_del_link); a msg parser, or a parser that never
-ran, stays until the socket leaves its last sock map. Lookup from user space gives the socket cookie when value_size is 8
-(ENOSPC otherwise, before the key is looked at; ENOENT when absent). Delete: SOCKMAP EINVAL for
-an empty or out-of-range index, SOCKHASH ENOENT when absent. GET_NEXT_KEY: SOCKMAP walks indexes
-as an array does, SOCKHASH goes in insertion order (the kernel's hash order is random).
+ran, stays until the socket leaves its last sock map.
+
+Lookup from user space gives the socket cookie when value_size is 8 (ENOSPC otherwise, before
+the key is looked at; ENOENT when absent). Delete: SOCKMAP EINVAL for an empty or out-of-range
+index, SOCKHASH ENOENT when absent. GET_NEXT_KEY: SOCKMAP walks indexes as an array does,
+SOCKHASH goes in insertion order (the kernel's hash order is random).
 memlock: SOCKMAP sizeof(bpf_stab) + 8 per index; SOCKHASH sizeof(bpf_shtab) + 16 per bucket +
 (48 + round_up(key_size, 8)) per element.
 

@@ -127,9 +127,12 @@ class StackTraceMap(BpfMap):
         digest = jhash2(frames, 0)
         stack_id = digest & (self.n_buckets - 1)
         stored = self.stacks.get(stack_id)
-        if stored is not None and stored[0] == digest:
-            if flags & FAST_STACK_CMP or stored[1] == frames:
-                return stack_id
+        if (
+            stored is not None
+            and stored[0] == digest
+            and (flags & FAST_STACK_CMP or stored[1] == frames)
+        ):
+            return stack_id
         if stored is not None and not flags & REUSE_STACKID:
             return -errno.EEXIST
         if len(self.stacks) >= self.max_entries:  # the free list is empty
@@ -139,7 +142,5 @@ class StackTraceMap(BpfMap):
 
     def mem_usage(self) -> int:
         return (
-            STACK_MAP_SIZE
-            + 8 * self.n_buckets
-            + self.max_entries * (BUCKET_SIZE + self.value_size)
+            STACK_MAP_SIZE + 8 * self.n_buckets + self.max_entries * (BUCKET_SIZE + self.value_size)
         )

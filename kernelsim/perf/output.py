@@ -9,11 +9,12 @@ event outputs to (its own, or the one SET_OUTPUT chose). The fields the simulato
 for come from the call (ip, pid/tid, cpu, callchain) and the kernel (time: the virtual clock;
 id/stream_id/identifier: the event id; period: the event's sample period; read values: the
 event's count and enabled time); the fields it has none for (branch stack, registers, user
-stack, weight, data source, transaction, physical address, cgroup, page sizes, aux) are
-written as the kernel writes them when empty. The RAW padding is skipped, not written: the ring
-keeps its old bytes there, as after the kernel's __output_skip. It returns what perf_event_output returns: 0 when
-written, -ENOSPC when the event has no ring or the ring dropped it (full or paused), -E2BIG for
-a sample too big for a record. A write that crossed a wakeup point wakes the ring's readers.
+stack, weight, data source, transaction, physical address, cgroup, page sizes, aux) are written
+as the kernel writes them when empty. The RAW padding is skipped, not written: the ring keeps
+its old bytes there, as after the kernel's __output_skip. It returns what perf_event_output
+returns: 0 when written, -ENOSPC when the event has no ring or the ring dropped it (full or
+paused), -E2BIG for a sample too big for a record. A write that crossed a wakeup point wakes
+the ring's readers.
 """
 
 from __future__ import annotations

@@ -177,6 +177,13 @@ _TRACING: Final = frozenset(
      F.JIFFIES64}
 )  # fmt: skip
 _TRACE_OUT: Final = frozenset({F.PERF_EVENT_OUTPUT, F.GET_STACKID, F.GET_STACK})
+_SK_SKB: Final = frozenset(
+    {F.SKB_STORE_BYTES, F.SKB_LOAD_BYTES, F.SKB_PULL_DATA, F.SKB_CHANGE_TAIL,
+     F.GET_SOCKET_COOKIE, F.GET_SOCKET_UID, F.PERF_EVENT_OUTPUT}
+)  # fmt: skip
+_SK_MSG: Final = frozenset(
+    {F.PERF_EVENT_OUTPUT, F.GET_CURRENT_UID_GID, F.GET_CURRENT_PID_TGID, F.GET_CURRENT_CGROUP_ID}
+)
 
 TYPE_HELPERS: Final[dict[ProgType, tuple[frozenset[int], bool]]] = {
     ProgType.SOCKET_FILTER: (_SK_FILTER, True),
@@ -192,16 +199,8 @@ TYPE_HELPERS: Final[dict[ProgType, tuple[frozenset[int], bool]]] = {
     ),
     ProgType.RAW_TRACEPOINT: (_TRACING | _TRACE_OUT | {F.GET_ATTACH_COOKIE}, False),
     ProgType.SYSCALL: (_TRACING | _TRACE_OUT, False),
-    ProgType.SK_SKB: (
-        frozenset({F.SKB_STORE_BYTES, F.SKB_LOAD_BYTES, F.SKB_PULL_DATA, F.SKB_CHANGE_TAIL,
-                   F.GET_SOCKET_COOKIE, F.GET_SOCKET_UID, F.PERF_EVENT_OUTPUT}),
-        True,
-    ),  # fmt: skip
-    ProgType.SK_MSG: (
-        frozenset({F.PERF_EVENT_OUTPUT, F.GET_CURRENT_UID_GID, F.GET_CURRENT_PID_TGID,
-                   F.GET_CURRENT_CGROUP_ID}),
-        True,
-    ),  # fmt: skip
+    ProgType.SK_SKB: (_SK_SKB, True),
+    ProgType.SK_MSG: (_SK_MSG, True),
     ProgType.FLOW_DISSECTOR: (frozenset({F.SKB_LOAD_BYTES}), True),
 }
 """Per type: its own helpers, and whether the socket base (bpf_sk_base_func_proto) applies."""
