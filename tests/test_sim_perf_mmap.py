@@ -30,6 +30,7 @@ from bpfsys.abi import (
 from bpfsys.backend import Backend, Mapping
 from bpfsys.perf_records import LostRecord, Sample, SampleId, iter_records
 from kernelsim.backend import SimBackend
+from kernelsim.kernel import Kernel, KernelConfig
 from kernelsim.perf.output import perf_output
 from kernelsim.perf.ring import PerfRing
 
@@ -172,7 +173,8 @@ def ring_records(
 
 @pytest.fixture
 def sim() -> Iterator[SimBackend]:
-    backend = SimBackend()
+    """A simulated kernel whose current task has the fixed pid 4242 (and comm python3)."""
+    backend = SimBackend(Kernel(KernelConfig(pid=4242)))
     yield backend
     backend.kernel.close_all()
 

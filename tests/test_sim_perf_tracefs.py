@@ -25,6 +25,7 @@ from perf_sim_support import (
 from bpfsys.abi import PerfIoctl, PerfType
 from bpfsys.backend import Backend, LiveBackend
 from kernelsim.backend import SimBackend
+from kernelsim.kernel import Kernel, KernelConfig
 from kernelsim.perf.pmu import PmuRegistry
 from kernelsim.tracefs import Tracefs
 
@@ -259,7 +260,8 @@ def test_uprobe_event_takes_kprobe_programs(
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def sim() -> Iterator[SimBackend]:
-    backend = SimBackend()
+    """A simulated kernel whose current task has the fixed pid 4242 (and comm python3)."""
+    backend = SimBackend(Kernel(KernelConfig(pid=4242)))
     yield backend
     backend.kernel.close_all()
 
