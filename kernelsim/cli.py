@@ -233,7 +233,9 @@ def _replay(args: argparse.Namespace) -> int:
         table.add_column(column, justify="right" if column in ("events", "differing") else "left")
     for name, version, events, differing, result in rows:
         style = "green" if result == "pass" else "red"
-        table.add_row(name, version, str(events), str(differing), f"[{style}]{result}[/]")
+        table.add_row(
+            Path(name).name, version, str(events), str(differing), f"[{style}]{result}[/]"
+        )
     console.print(table)
     for report in differing_reports:
         console.print(f"[bold]{report.path}[/]", markup=True)
