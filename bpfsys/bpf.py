@@ -251,6 +251,8 @@ class ProgQueryResult:
 # ---------------------------------------------------------------------------------------------
 def _int(value: object, name: str, lo: int = 0, hi: int = U32_MAX) -> int:
     """`value` as an int in [lo, hi]; TypeError/ValueError naming `name` otherwise."""
+    if type(value) is int and lo <= value <= hi:  # the common case, checked first
+        return value
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if not lo <= value <= hi:
@@ -277,9 +279,20 @@ def _opt_fd(value: object, name: str) -> int:
 
 
 def _bytes(value: object, name: str) -> bytes:
+    if type(value) is bytes:
+        return value
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(f"{name} must be bytes-like, got {type(value).__name__}")
     return bytes(value)
+
+
+def _resolve_one(backend: Backend | None, arg: object) -> Backend:
+    """`_resolve(backend, arg)` for one argument (the element commands' fast path)."""
+    if not isinstance(arg, OwnedFd):
+        return current_backend() if backend is None else backend
+    if backend is None or arg.backend is backend:
+        return arg.backend
+    raise ValueError("an OwnedFd argument belongs to a different backend than the one used")
 
 
 def _resolve(backend: Backend | None, *args: object) -> Backend:
@@ -293,26 +306,32 @@ def _resolve(backend: Backend | None, *args: object) -> Backend:
 
 
 class _Buf:
-    """A ctypes buffer the kernel reads or writes, alive as long as this object."""
+    """A ctypes buffer the kernel reads or writes, alive as long as this object: a copy of
+    `data`, or `size` zero bytes (`data` padded to `size` when both are given)."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("addr", "raw", "size")
 
     def __init__(self, data: bytes = b"", size: int | None = None) -> None:
         n = len(data) if size is None else size
-        self.raw = ctypes.create_string_buffer(data, n) if n else None
-
-    @property
-    def addr(self) -> int:
-        return 0 if self.raw is None else ctypes.addressof(self.raw)
-
-    @property
-    def size(self) -> int:
-        return 0 if self.raw is None else len(self.raw)
+        raw: ctypes.Array[ctypes.c_char] | None = None
+        if not n:
+            pass
+        elif size is None:
+            raw = (ctypes.c_char * n).from_buffer_copy(data)
+        else:
+            raw = ctypes.create_string_buffer(data, n)
+        self.raw = raw
+        self.addr = 0 if raw is None else ctypes.addressof(raw)
+        self.size = n
 
     def read(self, n: int | None = None, start: int = 0) -> bytes:
         """`n` bytes (default: to the end) from offset `start`, clamped to the buffer."""
+        if self.raw is None:
+            return b""
+        if n is None and not start:
+            return self.raw.raw
         stop = self.size if n is None else min(self.size, start + n)
-        return ctypes.string_at(self.addr + start, stop - start) if stop > start else b""
+        return self.raw.raw[start:stop] if stop > start else b""
 
     def text(self) -> str:
         """The NUL-terminated text at the start of the buffer."""
@@ -460,15 +479,15 @@ def _elem(
     backend: Backend | None,
 ) -> bool:
     """One MapElemAttr command; False on ENOENT (the "absent" answer), True on success."""
-    kbuf = _Buf() if key is None else _Buf(_bytes(key, "key"))
+    kbuf = None if key is None else _Buf(_bytes(key, "key"))
     attr = MapElemAttr(
         map_fd=_fd(map_fd, "map_fd"),
-        key=kbuf.addr,
+        key=0 if kbuf is None else kbuf.addr,
         value=0 if value is None else value.addr,
         flags=_int(flags, "flags", 0, U64_MAX),
     )
     try:
-        _bpf(cmd, attr, _resolve(backend, map_fd))
+        _bpf(cmd, attr, _resolve_one(backend, map_fd))
     except SyscallError as exc:
         if exc.errno == errno.ENOENT and cmd is not BpfCmd.MAP_UPDATE_ELEM:
             return False

@@ -33,11 +33,15 @@ class SyscallError(OSError):
         return (type(self), (self.call, self.errno or 0, None))
 
 
+def _bpf_cmd(value: int) -> BpfCmd:
+    return value if type(value) is BpfCmd else BpfCmd(value)
+
+
 @attrs.frozen
 class Ebpf:
     """bpf(cmd, &attr, sizeof(attr))."""
 
-    cmd: BpfCmd = attrs.field(converter=BpfCmd)
+    cmd: BpfCmd = attrs.field(converter=_bpf_cmd)
     attr: AttrImage
 
     @property
@@ -88,6 +92,9 @@ def syscall(call: Syscall, backend: Backend | None = None) -> int:
     """Issue `call` on `backend` (default: the current one); raise SyscallError on failure."""
     b = current_backend() if backend is None else backend
     try:
+        if type(call) is Ebpf:  # the common case first, without the match's pattern tests
+            attr = call.attr
+            return b.bpf(call.cmd.value, attr, ctypes.sizeof(attr))
         match call:
             case Ebpf(cmd, attr):
                 return b.bpf(int(cmd), attr, ctypes.sizeof(attr))

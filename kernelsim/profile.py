@@ -55,6 +55,8 @@ BEHAVIOURS: Final[dict[str, str]] = {
     "cpumap_prog": "5.9",  # cpumap values may carry a program fd
     "sockmap_cookie": "5.6",  # sock maps take 8-byte values; lookups give the socket cookie
     "stack_trace_lookup_and_delete": "6.18",  # LOOKUP_AND_DELETE_ELEM on STACK_TRACE maps
+    "fd_htab_update_in_place": "6.16",  # HASH_OF_MAPS updates replace the inner map in place
+    # (the key keeps its place in its bucket; before, a new element went to the bucket's head)
 }
 
 

@@ -9,10 +9,12 @@ Fixtures
 ``sim_backend``
     A `SimBackend` over ``sim_kernel``, made current (`bpfsys.backend.use_backend`) for the test.
 ``bpf_backend``
-    Parametrized over the backends ``--bpf-backend`` names (``sim``, ``live``; default ``sim``,
-    or $KERNELSIM_TEST_BACKENDS when set), made current. ``sim`` is ``sim_backend``; ``live``
+    Parametrized over the backends ``--bpf-backend`` names (``sim``, ``live``, ``replay``;
+    default ``sim``, or $KERNELSIM_TEST_BACKENDS when set), made current, the ``bpf_backend``
+    parameter first in the test id (``test_x[live-3]``). ``sim`` is ``sim_backend``; ``live``
     is a `LiveBackend` -- skipped, with the reason, where this process may not use bpf() -- and,
-    with ``--record-scenarios DIR``, the recorder around it.
+    with ``--record-scenarios DIR``, the recorder around it; ``replay`` is a `ReplayBackend`
+    over the recording of the test's ``live`` run in ``--replay-scenarios DIR`` (below).
 ``sim_backend_factory``
     ``make(**config)`` -> a new `SimBackend` over ``Kernel(KernelConfig(**config))``, the
     ``kernel`` marker's settings as defaults; not made current.
@@ -33,6 +35,22 @@ kernel objects alive once every fd is closed and every pin removed (pinned objec
 leak); in the process the fds and mappings of kernel objects gained (how the live kernel's
 leaks show). Any leak fails the test at teardown, with the names.
 
+Replay
+------
+``--bpf-backend=replay --replay-scenarios DIR`` runs each ``bpf_backend`` test on the recording
+``--record-scenarios DIR`` made of its ``live`` run (`scenario_path`: ``test_x[replay-3]`` is
+answered by the file of ``test_x[live-3]``), with no kernel and no privilege. A test without a
+recording is skipped, saying which file it lacks; a call that differs from the recorded one
+fails the test with `ScenarioDivergence` (both calls decoded); a passing test that left
+recorded calls unmade, or swallowed a divergence, fails at teardown, saying which.
+
+What a test does *to the kernel* besides calls (a real getpid() that a tracepoint counts, a
+simulated tracepoint fired) cannot be replayed, and need not be: its effects (map contents,
+ring records) are in the recording. `trigger(backend, live=..., sim=...)` does it the way the
+backend needs, and nothing on a replay; `process_pid(backend)` is the pid the backend's kernel
+sees this process as (on a replay, the recorded process's), for tests that find their pid in
+what the kernel wrote. `backend_kind(backend)` tells the three apart through any wrapper.
+
 Property-based tests cannot use function-scoped fixtures; `checked_sim_backend(**config)` is
 the same simulated backend and leak check as a context manager, and the state machines and
 writers of `kernelsim.strategies` are re-exported here (imported when first used).
@@ -48,16 +66,17 @@ import re
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import pytest
 
-from bpfsys.backend import Backend, LiveBackend, use_backend
+from bpfsys.backend import Backend, DelegatingBackend, LiveBackend, use_backend
 
 if TYPE_CHECKING:
     from kernelsim.backend import SimBackend
     from kernelsim.faults.leaks import LeakCheck
     from kernelsim.kernel import Kernel, KernelConfig
+    from kernelsim.scenario import ReplayBackend
     from kernelsim.strategies import (
         ModelPerfWriter,
         ModelRingBufWriter,
@@ -74,6 +93,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKEND_NAMES",
+    "BackendKind",
     "ModelPerfWriter",
     "ModelRingBufWriter",
     "PerfRingWriter",
@@ -81,6 +101,7 @@ __all__ = [
     "ProgramRingBufWriter",
     "RingBufWriter",
     "SimPerfWriter",
+    "backend_kind",
     "bpf_backend",
     "checked_sim_backend",
     "kernel_config",
@@ -88,15 +109,20 @@ __all__ = [
     "live_unavailable_reason",
     "payload",
     "perf_ring_machine",
+    "process_pid",
     "program_writer_unavailable",
     "ringbuf_machine",
     "scenario_path",
     "sim_backend",
     "sim_backend_factory",
     "sim_kernel",
+    "trigger",
 ]
 
-BACKEND_NAMES: Final = ("sim", "live")
+BACKEND_NAMES: Final = ("sim", "live", "replay")
+BackendKind = Literal["sim", "live", "replay"]
+RECORDED_BACKEND: Final = "live"
+"""The backend whose runs ``--record-scenarios`` records and ``replay`` replays."""
 BACKENDS_ENV: Final = "KERNELSIM_TEST_BACKENDS"
 _STRATEGY_EXPORTS: Final = frozenset(
     {
@@ -115,6 +141,8 @@ _STRATEGY_EXPORTS: Final = frozenset(
 )
 _backends_key = pytest.StashKey[tuple[str, ...]]()
 _record_key = pytest.StashKey[Path | None]()
+_replay_key = pytest.StashKey[Path | None]()
+_call_failed_key = pytest.StashKey[bool]()
 _UNSAFE_PATH_CHARS: Final = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -137,7 +165,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAMES",
         default=None,
         help=(
-            "comma-separated backends the bpf_backend fixture runs on: sim, live "
+            "comma-separated backends the bpf_backend fixture runs on: sim, live, replay "
             f"(default: ${BACKENDS_ENV} when set, else sim)"
         ),
     )
@@ -147,6 +175,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         default=None,
         help="record each live bpf_backend test as a scenario file in DIR",
+    )
+    group.addoption(
+        "--replay-scenarios",
+        dest="replay_scenarios",
+        metavar="DIR",
+        default=None,
+        help="the recordings (made with --record-scenarios DIR) that --bpf-backend=replay "
+        "answers each bpf_backend test from",
     )
 
 
@@ -174,6 +210,20 @@ def _record_folder(config: pytest.Config) -> Path | None:
     return path
 
 
+def _replay_folder(config: pytest.Config, backends: tuple[str, ...]) -> Path | None:
+    folder = config.getoption("replay_scenarios")
+    if "replay" not in backends:
+        return None
+    if folder is None:
+        raise pytest.UsageError(
+            "--bpf-backend=replay needs --replay-scenarios DIR: the recordings to replay"
+        )
+    path = Path(folder)
+    if not path.is_dir():
+        raise pytest.UsageError(f"--replay-scenarios: {folder} is not a directory")
+    return path
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -183,8 +233,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "allow_leaks: do not fail the test for the fds, mappings or objects it leaks"
     )
-    config.stash[_backends_key] = _chosen_backends(config)
+    backends = _chosen_backends(config)
+    config.stash[_backends_key] = backends
     config.stash[_record_key] = _record_folder(config)
+    config.stash[_replay_key] = _replay_folder(config, backends)
 
 
 def _parametrized_by_test(metafunc: pytest.Metafunc, argname: str) -> bool:
@@ -197,12 +249,22 @@ def _parametrized_by_test(metafunc: pytest.Metafunc, argname: str) -> bool:
     return False
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bpf_backend" in metafunc.fixturenames and not _parametrized_by_test(
         metafunc, "bpf_backend"
     ):
         names = metafunc.config.stash[_backends_key]
         metafunc.parametrize("bpf_backend", names, indirect=True, ids=names)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Note whether the test itself failed (a replay's teardown then adds nothing)."""
+    report = yield
+    if report.when == "call":
+        item.stash[_call_failed_key] = report.failed
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +375,60 @@ def live_unavailable_reason() -> str | None:
 def scenario_path(folder: Path, node: pytest.Item) -> Path:
     """Where ``--record-scenarios`` records the live run of `node`: its node id, made a file
     name, with the ``.jsonl`` of scenario files."""
-    return folder / (_UNSAFE_PATH_CHARS.sub("_", node.nodeid).strip("_") + ".jsonl")
+    return _file_of(folder, node.nodeid)
+
+
+def _file_of(folder: Path, nodeid: str) -> Path:
+    return folder / (_UNSAFE_PATH_CHARS.sub("_", nodeid).strip("_") + ".jsonl")
+
+
+def recorded_nodeid(node: pytest.Item) -> str | None:
+    """The node id of the ``live`` run of `node`, a ``bpf_backend`` test on another backend:
+    its backend's id (first in the test id) swapped for ``live``; None when the test id does
+    not start with it (the test parametrizes ``bpf_backend`` itself)."""
+    callspec = getattr(node, "callspec", None)
+    if callspec is None or not isinstance(callspec.params.get("bpf_backend"), str):
+        return None
+    name = callspec.params["bpf_backend"]
+    first, dash, rest = callspec.id.partition("-")
+    if first != name:
+        return None
+    base = node.nodeid[: len(node.nodeid) - len(callspec.id) - 2]
+    return f"{base}[{RECORDED_BACKEND}{dash}{rest}]"
+
+
+def _replay_backend(request: pytest.FixtureRequest) -> ReplayBackend:
+    """The replay of the test's recording; skipped without one, failed for a bad one."""
+    from kernelsim.scenario import ReplayBackend, ScenarioError
+
+    folder = request.config.stash[_replay_key]
+    assert folder is not None  # pytest_configure made sure
+    nodeid = recorded_nodeid(request.node)
+    if nodeid is None:
+        pytest.skip(f"no recording name for {request.node.nodeid}: its id lacks bpf_backend")
+    path = _file_of(folder, nodeid)
+    if not path.is_file():
+        pytest.skip(
+            f"no recording of {nodeid} in {folder} (make it with --bpf-backend={RECORDED_BACKEND}"
+            f" --record-scenarios {folder})"
+        )
+    try:
+        return ReplayBackend(path)
+    except ScenarioError as exc:
+        pytest.fail(f"{request.node.nodeid}: cannot replay {exc}", pytrace=False)
+
+
+def _finish_replay(node: pytest.Item, replay: ReplayBackend) -> None:
+    """After a passing test: every recorded call made, no divergence swallowed."""
+    from kernelsim.scenario import ScenarioDivergence
+
+    if node.stash.get(_call_failed_key, True):
+        replay.release()  # the test failed already: what it left undone says nothing more
+        return
+    try:
+        replay.finish()
+    except ScenarioDivergence as exc:
+        pytest.fail(f"{node.nodeid}: the replay ended unfinished: {exc}", pytrace=False)
 
 
 @pytest.fixture
@@ -324,6 +439,14 @@ def bpf_backend(
     name = getattr(request, "param", request.config.stash[_backends_key][0])
     if name == "sim":
         yield request.getfixturevalue("sim_backend")
+        return
+    if name == "replay":
+        replay = _replay_backend(request)
+        try:
+            with use_backend(replay):
+                yield replay
+        finally:
+            _finish_replay(request.node, replay)
         return
     reason = live_unavailable_reason()
     if reason is not None:
@@ -339,6 +462,58 @@ def bpf_backend(
     source = f"pytest {request.node.nodeid}"
     with RecordingBackend(LiveBackend(), path, source=source) as recorder, use_backend(recorder):
         yield recorder
+
+
+# ---------------------------------------------------------------------------------------------
+# What a test does to the kernel besides calls
+# ---------------------------------------------------------------------------------------------
+def _innermost(backend: Backend) -> Backend:
+    """The backend under any delegating wrappers (recorder, fault injector)."""
+    while isinstance(backend, DelegatingBackend):
+        backend = backend.inner
+    return backend
+
+
+def backend_kind(backend: Backend) -> BackendKind:
+    """What answers `backend`'s calls, through any wrapper: a simulated kernel (``sim``), a
+    recording (``replay``), or the live kernel (``live``: anything else)."""
+    from kernelsim.scenario import ReplayBackend
+
+    inner = _innermost(backend)
+    if isinstance(inner, ReplayBackend):
+        return "replay"
+    if getattr(inner, "kernel", None) is not None:
+        return "sim"
+    return "live"
+
+
+def trigger(
+    backend: Backend, *, live: Callable[[], object], sim: Callable[[Kernel], object]
+) -> None:
+    """Make the backend's kernel see an event that is no backend call: `live()` on the live
+    kernel (a real system call the program under test counts), `sim(kernel)` on a simulated
+    one (``kernel.fire_tracepoint(...)``), nothing on a replay, whose recording already holds
+    what the event did (the map contents and ring records read after it)."""
+    kind = backend_kind(backend)
+    if kind == "live":
+        live()
+    elif kind == "sim":
+        sim(getattr(_innermost(backend), "kernel"))  # noqa: B009 (a SimBackend's kernel)
+
+
+def process_pid(backend: Backend) -> int:
+    """The pid the backend's kernel sees this process as: this process's on the live kernel,
+    the simulated task's on a simulator, the recorded process's on a replay (ValueError for a
+    recording that does not say)."""
+    inner = _innermost(backend)
+    if backend_kind(inner) == "replay":
+        pid = getattr(inner, "recorded_pid", None)
+        if pid is None:
+            raise ValueError(f"{getattr(inner, 'path', inner)}: the recording has no pid")
+        return int(pid)
+    from kernelsim.scenario.recorder import caller_pid
+
+    return caller_pid(inner)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,13 +1,28 @@
-"""User memory as the kernel sees it: copy_from_user / copy_to_user through process_vm_*v.
+"""User memory as the kernel sees it: copy_from_user / copy_to_user, EFAULT for a bogus pointer.
 
 Theory of operation
 -------------------
 A pointer in a `bpf_attr` is an address in the calling process. The simulator never
-dereferences it with ctypes (a bogus address would crash the interpreter); it reads and writes
-through process_vm_readv/process_vm_writev on the process's own pid, which fail cleanly with
-EFAULT on an unmapped or protected range. A NULL pointer with length 0 is an empty read, as in
-the kernel. `LocalMemory` is this process; a remote variant (another pid) fits the same
-`UserMemory` protocol.
+dereferences it with ctypes (a bogus address would crash the interpreter); it hands the address
+to a system call, and the real kernel's copy_from_user / copy_to_user do the access, failing
+cleanly with EFAULT on an unmapped or protected range (a write needs a writable page). A NULL
+pointer with length 0 is an empty read, as in the kernel.
+
+`ProcessMemory(pid)` reaches the memory of process `pid` (this process by default):
+
+- this process: through a private non-blocking pipe. Reading `n` bytes at `addr` is
+  writev(pipe, {addr, n}) (the kernel copies from the caller's memory into the pipe) and a read
+  of the pipe; writing is a write of the bytes into the pipe and readv(pipe, {addr, n}) (the
+  kernel copies them out to the caller's memory, refusing read-only pages). Two cheap system
+  calls, one through ctypes with ready-made arguments: about a third less than one
+  process_vm_readv, whose page pinning dominates. A failed or short copy drains the pipe and is
+  EFAULT. The pipe is made at import (so the process's fd count does not change later) and
+  again in a forked child, which must not share its parent's.
+- other processes, and copies larger than the pipe (64 KiB): process_vm_readv/_writev.
+
+`read_many(ranges)` copies several ranges in one system call (a key and a value); the module's
+`read_many(memory, ranges)` does it for any `UserMemory`. One lock per process keeps threads
+from sharing the pipe or the iovecs at the same time.
 """
 
 from __future__ import annotations
@@ -16,12 +31,17 @@ import ctypes
 import errno
 import os
 import threading
-from typing import ClassVar, Protocol
+from collections.abc import Sequence
+from typing import Final, Protocol
 
 from kernelsim.errors import fail
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _ADDR_END = 1 << 64
+PIPE_COPY_MAX: Final = 64 << 10
+"""The largest copy made through the pipe (its default capacity)."""
+MAX_RANGES: Final = 4
+"""The most ranges one `read_many` call copies in one system call."""
 
 
 class UserMemory(Protocol):
@@ -38,74 +58,161 @@ class _Iovec(ctypes.Structure):
     _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
 
 
+_libc = ctypes.CDLL(None)  # the count transferred is all we need, not errno
+# No argtypes: the arguments go in as ready ctypes objects (converting Python ints on each call
+# is a large part of a ctypes call's cost).
+_readv = _libc.readv
+_writev = _libc.writev
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_writev = _libc.process_vm_writev
+for _fn in (_readv, _writev, _process_vm_readv, _process_vm_writev):
+    _fn.restype = ctypes.c_ssize_t
+_COUNTS: Final = tuple(ctypes.c_int(n) for n in range(MAX_RANGES + 1))
+
+
+class _OwnProcess:
+    """This process's pid, its copy pipe, and the lock every copy holds."""
+
+    pid = -1
+    r = w = -1
+    w_arg = r_arg = _COUNTS[0]
+    lock = threading.Lock()
+
+    @classmethod
+    def start(cls) -> None:
+        for fd in (cls.r, cls.w):  # a forked child closes its parent's pipe
+            if fd >= 0:
+                os.close(fd)
+        cls.pid = os.getpid()
+        cls.r, cls.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        cls.r_arg, cls.w_arg = ctypes.c_int(cls.r), ctypes.c_int(cls.w)
+        cls.lock = threading.Lock()
+
+    @classmethod
+    def drain(cls) -> None:
+        """Empty the pipe after a failed copy."""
+        try:
+            while os.read(cls.r, PIPE_COPY_MAX):
+                pass
+        except BlockingIOError:
+            pass
+
+
+_OwnProcess.start()
+os.register_at_fork(after_in_child=_OwnProcess.start)
+
+
+def _bad_range(addr: int, size: int) -> bool:
+    return size < 0 or addr < 0 or addr + size > _ADDR_END
+
+
 class ProcessMemory:
-    """The memory of process `pid` (this process by default) through process_vm_readv/writev.
-
-    Each copy goes through one scratch buffer and one pair of iovecs made once (a bpf() call
-    copies keys and values this way, so the per-copy cost matters); a lock keeps threads from
-    sharing them at the same time."""
-
-    _SCRATCH: ClassVar[int] = 4096
+    """The memory of process `pid` (this process by default); see the module docstring."""
 
     def __init__(self, pid: int | None = None) -> None:
         self.pid = os.getpid() if pid is None else pid
-        libc = ctypes.CDLL(None)  # the count transferred is all we need, not errno
-        self._readv = libc.process_vm_readv
-        self._writev = libc.process_vm_writev
-        for fn in (self._readv, self._writev):
-            # No argtypes: the iovec pointers go in as ready c_void_p objects (converting the
-            # arguments on each call is most of a ctypes call's cost).
-            fn.restype = ctypes.c_ssize_t
-        self._lock = threading.Lock()
+        self._iov = (_Iovec * MAX_RANGES)()
+        self._iovs = list(self._iov)
+        self._iov0 = self._iovs[0]
+        self._iov_ptr = ctypes.c_void_p(ctypes.addressof(self._iov))
         self._local = _Iovec()
-        self._remote = _Iovec()
         self._local_ptr = ctypes.c_void_p(ctypes.addressof(self._local))
-        self._remote_ptr = ctypes.c_void_p(ctypes.addressof(self._remote))
-        self._scratch = ctypes.create_string_buffer(self._SCRATCH)
-        self._scratch_size = self._SCRATCH
-        self._scratch_addr = ctypes.addressof(self._scratch)
-        self._local.iov_base = self._scratch_addr
-
-    def _scratch_for(self, size: int) -> int:
-        """The scratch buffer's address, grown to hold `size` bytes (lock held)."""
-        if size > self._scratch_size:
-            self._scratch = ctypes.create_string_buffer(size)
-            self._scratch_size = size
-            self._scratch_addr = ctypes.addressof(self._scratch)
-            self._local.iov_base = self._scratch_addr
-        return self._scratch_addr
 
     def read(self, addr: int, size: int) -> bytes:
         """copy_from_user: `size` bytes at `addr`; EFAULT unless all of them are readable."""
-        if size <= 0 or addr < 0 or addr + size > _ADDR_END:
+        if 0 < size <= PIPE_COPY_MAX and 0 <= addr <= _ADDR_END - size:
+            own = _OwnProcess
+            if self.pid == own.pid:  # this process: through the pipe
+                with own.lock:
+                    iov = self._iov0
+                    iov.iov_base = addr
+                    iov.iov_len = size
+                    if _writev(own.w_arg, self._iov_ptr, _COUNTS[1]) == size:
+                        return os.read(own.r, size)
+                    own.drain()
+                fail(errno.EFAULT, f"cannot read {size} bytes at {addr:#x}")
+        elif size <= 0 or _bad_range(addr, size):
             if size == 0:
                 return b""
             fail(errno.EFAULT, f"bad user range {addr:#x}+{size}")
-        with self._lock:
-            scratch = self._scratch_for(size)
-            self._local.iov_len = size
-            remote = self._remote
-            remote.iov_base = addr
-            remote.iov_len = size
-            if self._readv(self.pid, self._local_ptr, 1, self._remote_ptr, 1, 0) != size:
-                fail(errno.EFAULT, f"cannot read {size} bytes at {addr:#x}")
-            return ctypes.string_at(scratch, size)
+        out = bytearray(size)
+        with _OwnProcess.lock:
+            iov = self._iov0
+            iov.iov_base = addr
+            iov.iov_len = size
+            local = self._local
+            local.iov_base = ctypes.addressof((ctypes.c_char * size).from_buffer(out))
+            local.iov_len = size
+            done = _process_vm_readv(self.pid, self._local_ptr, 1, self._iov_ptr, 1, 0)
+        if done != size:
+            fail(errno.EFAULT, f"cannot read {size} bytes at {addr:#x}")
+        return bytes(out)
+
+    def read_many(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """The bytes at each (addr, size) of `ranges` (this process: in one system call);
+        EFAULT unless all of them are readable. Empty ranges read nothing."""
+        own = _OwnProcess
+        if self.pid != own.pid or len(ranges) > MAX_RANGES:
+            return [self.read(addr, size) for addr, size in ranges]
+        total = count = 0
+        with own.lock:
+            iovs = self._iovs
+            for addr, size in ranges:
+                if size:
+                    if not (size > 0 and 0 <= addr <= _ADDR_END - size):
+                        fail(errno.EFAULT, f"bad user range {addr:#x}+{size}")
+                    iov = iovs[count]
+                    iov.iov_base = addr
+                    iov.iov_len = size
+                    total += size
+                    count += 1
+            data = None
+            if total <= PIPE_COPY_MAX:
+                if _writev(own.w_arg, self._iov_ptr, _COUNTS[count]) != total:
+                    own.drain()
+                    fail(errno.EFAULT, f"cannot read {ranges}")
+                data = os.read(own.r, total)
+        if data is None:  # too large for the pipe
+            return [self.read(addr, size) for addr, size in ranges]
+        out: list[bytes] = []
+        pos = 0
+        for _, size in ranges:
+            out.append(data[pos : pos + size])
+            pos += size
+        return out
 
     def write(self, addr: int, data: bytes) -> None:
         """copy_to_user: all of `data` at `addr`; EFAULT unless all of it is writable."""
         size = len(data)
-        if size <= 0 or addr < 0 or addr + size > _ADDR_END:
+        if 0 < size <= PIPE_COPY_MAX and 0 <= addr <= _ADDR_END - size:
+            own = _OwnProcess
+            if self.pid == own.pid:  # this process: through the pipe
+                with own.lock:
+                    iov = self._iov0
+                    iov.iov_base = addr
+                    iov.iov_len = size
+                    if (
+                        os.write(own.w, data) == size  # always: the pipe is empty
+                        and _readv(own.r_arg, self._iov_ptr, _COUNTS[1]) == size
+                    ):
+                        return
+                    own.drain()
+                fail(errno.EFAULT, f"cannot write {size} bytes at {addr:#x}")
+        elif size <= 0 or _bad_range(addr, size):
             if size == 0:
                 return
             fail(errno.EFAULT, f"bad user range {addr:#x}+{size}")
-        with self._lock:
-            ctypes.memmove(self._scratch_for(size), data, size)
-            self._local.iov_len = size
-            remote = self._remote
-            remote.iov_base = addr
-            remote.iov_len = size
-            if self._writev(self.pid, self._local_ptr, 1, self._remote_ptr, 1, 0) != size:
-                fail(errno.EFAULT, f"cannot write {size} bytes at {addr:#x}")
+        source = ctypes.create_string_buffer(bytes(data), size)
+        with _OwnProcess.lock:
+            iov = self._iov0
+            iov.iov_base = addr
+            iov.iov_len = size
+            local = self._local
+            local.iov_base = ctypes.addressof(source)
+            local.iov_len = size
+            done = _process_vm_writev(self.pid, self._local_ptr, 1, self._iov_ptr, 1, 0)
+        if done != size:
+            fail(errno.EFAULT, f"cannot write {size} bytes at {addr:#x}")
 
     def read_cstring(self, addr: int, max_len: int) -> tuple[bytes, bool]:
         """strncpy_from_user: (the bytes before the NUL, whether a NUL came within `max_len`).
@@ -122,3 +229,10 @@ class ProcessMemory:
                 return bytes(out), True
             out += data
         return bytes(out), False
+
+
+def read_many(memory: UserMemory, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """`memory.read` of each (addr, size) range, in one copy where `memory` can."""
+    if isinstance(memory, ProcessMemory):
+        return memory.read_many(ranges)
+    return [memory.read(addr, size) for addr, size in ranges]

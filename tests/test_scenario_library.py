@@ -15,10 +15,7 @@ from kernelsim.scenario import load_scenario, replay_against
 
 LIBRARY = Path(__file__).resolve().parents[1] / "scenarios"
 SCENARIOS = sorted(LIBRARY.glob("*.jsonl"))
-KNOWN_DIVERGENCES: dict[str, str] = {
-    "map_lifecycle": "hash map iteration order (GET_NEXT_KEY, LOOKUP_BATCH) with "
-    "BPF_F_ZERO_SEED differs from the live kernel's",
-}
+KNOWN_DIVERGENCES: dict[str, str] = {}
 
 
 def test_the_library_is_complete() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import socket
 from collections.abc import Iterator
@@ -683,3 +684,91 @@ def test_sock_map_psock_conflicts(
         if still_in_plain:
             assert delete(b, plain, k(index)) == 0  # the psock goes with the last map
             assert update(b, second, k(index), value) == 0, name
+
+
+# -- loading sock map and flow dissector programs: their context rules --------------------------
+PKT_WRITE = """
+    {load_data}
+    {load_end}
+    mov %r4, %r2
+    add %r4, 8
+    jgt %r4, %r3, +1
+    stw [%r2+0], 1
+    mov %r0, 0
+    exit
+"""
+SKB_PKT = {"load_data": "ldxw %r2, [%r1+76]", "load_end": "ldxw %r3, [%r1+80]"}
+MSG_PKT = {"load_data": "ldxdw %r2, [%r1+0]", "load_end": "ldxdw %r3, [%r1+8]"}
+FK = "ldxdw %r2, [%r1+144]\n"
+LOAD_CASES: dict[str, tuple[int, str, str | int]] = {
+    "sk_skb read len": (ProgType.SK_SKB, "ldxw %r0, [%r1+0]", 0),
+    "sk_skb read mark": (ProgType.SK_SKB, "ldxw %r0, [%r1+8]", "EACCES"),
+    "sk_skb read tc_classid": (ProgType.SK_SKB, "ldxw %r0, [%r1+72]", "EACCES"),
+    "sk_skb read family": (ProgType.SK_SKB, "ldxw %r0, [%r1+88]", 0),
+    "sk_skb read byte of len": (ProgType.SK_SKB, "ldxb %r0, [%r1+1]", 0),
+    "sk_skb read data_meta": (ProgType.SK_SKB, "ldxw %r0, [%r1+140]", "EACCES"),
+    "sk_skb read tstamp": (ProgType.SK_SKB, "ldxdw %r0, [%r1+152]", "EACCES"),
+    "sk_skb write priority": (ProgType.SK_SKB, "mov %r0, 1\nstxw [%r1+32], %r0", 0),
+    "sk_skb write tc_index": (ProgType.SK_SKB, "mov %r0, 1\nstxw [%r1+44], %r0", 0),
+    "sk_skb BPF_ST into ctx": (ProgType.SK_SKB, "stw [%r1+32], 1", "EACCES"),
+    "sk_skb write len": (ProgType.SK_SKB, "mov %r0, 1\nstxw [%r1+0], %r0", "EACCES"),
+    "sk_skb write cb": (ProgType.SK_SKB, "mov %r0, 1\nstxw [%r1+48], %r0", "EACCES"),
+    "sk_skb packet write": (ProgType.SK_SKB, PKT_WRITE.format(**SKB_PKT), 0),
+    "sk_msg read data": (ProgType.SK_MSG, "ldxdw %r0, [%r1+0]", 0),
+    "sk_msg read half of data": (ProgType.SK_MSG, "ldxw %r0, [%r1+0]", "EACCES"),
+    "sk_msg read family": (ProgType.SK_MSG, "ldxw %r0, [%r1+16]", 0),
+    "sk_msg read remote_ip6[3]": (ProgType.SK_MSG, "ldxw %r0, [%r1+40]", 0),
+    "sk_msg read size": (ProgType.SK_MSG, "ldxw %r0, [%r1+68]", 0),
+    "sk_msg read port as u16": (ProgType.SK_MSG, "ldxh %r0, [%r1+60]", "EACCES"),
+    "sk_msg read sk": (ProgType.SK_MSG, "ldxdw %r2, [%r1+72]\nmov %r0, 0", 0),
+    "sk_msg read past the end": (ProgType.SK_MSG, "ldxw %r0, [%r1+80]", "EACCES"),
+    "sk_msg write family": (ProgType.SK_MSG, "mov %r0, 1\nstxw [%r1+16], %r0", "EACCES"),
+    "sk_msg packet write": (ProgType.SK_MSG, PKT_WRITE.format(**MSG_PKT), 0),
+    "flow dissector read data": (ProgType.FLOW_DISSECTOR, "ldxw %r0, [%r1+76]", 0),
+    "flow dissector read len": (ProgType.FLOW_DISSECTOR, "ldxw %r0, [%r1+0]", "EACCES"),
+    "flow dissector read flow_keys as u32": (
+        ProgType.FLOW_DISSECTOR,
+        "ldxw %r0, [%r1+144]",
+        "EACCES",
+    ),
+    "flow dissector write data": (
+        ProgType.FLOW_DISSECTOR,
+        "mov %r0, 1\nstxw [%r1+76], %r0",
+        "EACCES",
+    ),
+    "flow keys read": (ProgType.FLOW_DISSECTOR, FK + "ldxw %r0, [%r2+52]", 0),
+    "flow keys write": (ProgType.FLOW_DISSECTOR, FK + "stw [%r2+0], 1\nmov %r0, 0", 0),
+    "flow keys past the end": (ProgType.FLOW_DISSECTOR, FK + "ldxw %r0, [%r2+53]", "EACCES"),
+    "flow keys plus a constant": (
+        ProgType.FLOW_DISSECTOR,
+        FK + "add %r2, 8\nldxdw %r0, [%r2+0]",
+        0,
+    ),
+    "flow keys plus a variable": (
+        ProgType.FLOW_DISSECTOR,
+        FK + "ldxw %r3, [%r1+76]\nadd %r2, %r3\nmov %r0, 0",
+        "EACCES",
+    ),
+    "flow keys pointer store (root)": (
+        ProgType.FLOW_DISSECTOR,
+        FK + "stxdw [%r2+0], %r2\nmov %r0, 0",
+        0,
+    ),
+    "flow dissector packet write": (
+        ProgType.FLOW_DISSECTOR,
+        PKT_WRITE.format(**SKB_PKT),
+        "EACCES",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LOAD_CASES, ids=str)
+def test_load_context_rules(backend: Backend, case: str) -> None:
+    prog_type, body, expected = LOAD_CASES[case]
+    text = body if "exit" in body else body + "\nexit"
+    try:
+        with bpf.prog_load(prog_type, assemble_text(text)):
+            result: str | int = 0
+    except OSError as exc:
+        result = errno.errorcode[exc.errno or 0]
+    assert result == expected

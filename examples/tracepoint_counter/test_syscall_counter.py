@@ -2,6 +2,17 @@
 pytest plugin's ``bpf_backend``; its leak check makes sure `close()` frees everything):
 
     pytest examples/tracepoint_counter --bpf-backend=sim,live
+
+and from the recordings of the live run in recordings/, with no kernel and no privilege:
+
+    pytest examples/tracepoint_counter --bpf-backend=replay \
+        --replay-scenarios examples/tracepoint_counter/recordings
+
+(recorded, as root, with ``--bpf-backend=live --record-scenarios
+examples/tracepoint_counter/recordings``). The getpid calls the counter counts are no bpf
+calls: `call_getpid` makes them the way each backend needs (`kernelsim.pytest_plugin.trigger`),
+and on a replay the counts they caused are in the recording. The counts are keyed by the pid
+the kernel saw (`process_pid`): this process's, or on a replay the recorded process's.
 """
 
 from __future__ import annotations
@@ -17,35 +28,37 @@ from bpfsys.attach import PerfAttachMethod
 from bpfsys.backend import Backend
 from bpfsys.syscall import SyscallError
 from kernelsim.backend import SimBackend
+from kernelsim.pytest_plugin import process_pid, trigger
 
 CALLS = 25
 
 
 def call_getpid(backend: Backend, times: int) -> None:
     """Make this process enter getpid `times` times: really on the live kernel; on the
-    simulated one by firing the tracepoint as this process (its default current task)."""
-    for _ in range(times):
-        if isinstance(backend, SimBackend):
-            backend.kernel.fire_tracepoint("syscalls/sys_enter_getpid")
-        else:
-            os.getpid()
-
-
-PID = os.getpid()
-"""This process (read once: every getpid call would count)."""
+    simulated one by firing the tracepoint as this process (its default current task); not
+    at all on a replay (the recorded counts hold the recorded calls)."""
+    trigger(
+        backend,
+        live=lambda: [os.getpid() for _ in range(times)],
+        sim=lambda kernel: [
+            kernel.fire_tracepoint("syscalls/sys_enter_getpid") for _ in range(times)
+        ],
+    )
 
 
 def test_counts_start_empty_for_this_process(bpf_backend: Backend) -> None:
+    pid = process_pid(bpf_backend)  # read before: every getpid would count
     with SyscallCounter.open("getpid") as counter:
         assert counter.syscall == "getpid"
-        assert PID not in counter.counts()
+        assert pid not in counter.counts()
 
 
 def test_counts_this_process(bpf_backend: Backend) -> None:
+    pid = process_pid(bpf_backend)
     with SyscallCounter.open("getpid") as counter:
-        before = counter.counts().get(PID, 0)
+        before = counter.counts().get(pid, 0)
         call_getpid(bpf_backend, CALLS)
-        after = counter.counts().get(PID, 0)
+        after = counter.counts().get(pid, 0)
     assert after - before == CALLS
 
 

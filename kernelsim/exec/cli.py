@@ -1,7 +1,10 @@
 """`kernelsim exec`: run a native program against the simulated kernel.
 
     kernelsim exec [--kernel V] [--cpus N] [--online-cpus N] [--privileges P] [--user UID[:GID]]
-                   [-v] -- PROGRAM ARGS...
+                   [--record FILE] [-v] -- PROGRAM ARGS...
+
+--record FILE writes the calls served to FILE in the scenario format of the in-process recorder
+(`kernelsim.exec.record`), so `kernelsim replay` and `kernelsim diff` take it like any other.
 
 Exits as the program does (128 + N when signal N killed it); 126 with the reason on stderr when
 this machine cannot run it against the simulator (kernelsim.exec.launch), 2 for bad usage.
@@ -67,6 +70,10 @@ def add_exec_command(subparsers: Any) -> None:
         "--user", type=_user, default=None, metavar="UID[:GID]",
         help="run the program as this user (the supervisor needs the right to switch to it)",
     )  # fmt: skip
+    parser.add_argument(
+        "--record", metavar="FILE", default=None,
+        help="also record the calls served to FILE (a scenario: kernelsim replay/diff read it)",
+    )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="report the calls served")
     parser.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- PROGRAM ARGS")
     parser.set_defaults(run=run_exec)
@@ -90,10 +97,15 @@ def run_exec(args: argparse.Namespace) -> int:
         print(f"kernelsim exec: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        session = ExecSession(command, config, user=args.user)
+        session = ExecSession(command, config, user=args.user, record=args.record)
     except ExecRefused as exc:
         print(f"kernelsim exec: cannot run {command[0]} here: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except OSError as exc:
+        if args.record is None:
+            raise
+        print(f"kernelsim exec: cannot record to {args.record}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     previous = {number: signal.getsignal(number) for number in _HANDLED}
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for number in (signal.SIGTERM, signal.SIGHUP):

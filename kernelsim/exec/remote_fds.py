@@ -73,11 +73,14 @@ class _Inode:
 
 @attrs.frozen
 class PendingFile:
-    """A file ready to be put in the caller: `srcfd` is this process's fd of it."""
+    """A file ready to be put in the caller: `srcfd` is this process's fd of it; `stand_in`
+    the placeholder a call returned for it, when a call made it (a recorder names the new fd
+    by it until the program's number is known)."""
 
     obj: KernelObject
     srcfd: int
     cloexec: bool
+    stand_in: int | None = None
 
 
 @attrs.frozen
@@ -112,6 +115,12 @@ def backing_fd(obj: KernelObject) -> int | None:
     return None
 
 
+def inode_key(fd: int) -> InodeKey:
+    """The inode of this process's `fd`: what names a simulated file."""
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
 def _mode_of_link(link: os.stat_result) -> int:
     """The access mode of an fd from its /proc/<pid>/fd link's permission bits."""
     readable = bool(link.st_mode & stat.S_IRUSR)
@@ -134,6 +143,8 @@ class RemoteFdTable:
         self._inodes: dict[InodeKey, _Inode] = {}
         self._by_wd: dict[int, InodeKey] = {}
         self._parked: dict[int, _Parked] = {}
+        self.on_forget: Callable[[InodeKey], None] | None = None
+        """Told of each inode whose last file is gone (a recorder writes the closes)."""
 
     # -- resolving the caller's fds ------------------------------------------------------------
     def serving(self, tid: int) -> None:
@@ -211,7 +222,12 @@ class RemoteFdTable:
         except OSError:
             parked.obj.put()
             raise
-        return PendingFile(parked.obj, srcfd, cloexec)
+        return PendingFile(parked.obj, srcfd, cloexec, placeholder)
+
+    def parked(self, placeholder: int) -> KernelObject | None:
+        """The object a handler's placeholder stands for (None: not a placeholder)."""
+        parked = self._parked.get(placeholder)
+        return None if parked is None else parked.obj
 
     def drop_parked(self) -> None:
         """Undo the installs of a call that failed or returned another value."""
@@ -243,8 +259,7 @@ class RemoteFdTable:
         """Count this process's open file `srcfd`, now also the program's, as a file of `obj`
         holding one reference (the caller hands it over)."""
         self._resolved.clear()  # the caller's fd may be this file now (ADDFD with SETFD)
-        st = os.fstat(srcfd)
-        key = (st.st_dev, st.st_ino)
+        key = inode_key(srcfd)
         entry = self._inodes.get(key)
         if entry is None:
             wd = self._watcher.watch(srcfd)
@@ -290,6 +305,8 @@ class RemoteFdTable:
             mapping.close()
         if not any(e.obj is entry.obj for e in self._inodes.values()):
             self.readiness.forget(entry.obj)
+        if self.on_forget is not None:
+            self.on_forget(key)
 
     def objects(self) -> list[KernelObject]:
         """The objects the traced processes hold files of."""

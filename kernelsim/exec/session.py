@@ -10,6 +10,10 @@ the listener, and applies file releases as they come. It ends when no task is le
 filter (the listener hangs up); then every file reference the program held is dropped and the
 program's exit status is returned (128 + the signal for a killed program, as a shell shows it).
 
+With `record` (a path), the calls served are also written to a scenario file, in the format of
+the in-process recorder (`kernelsim.exec.record`); the session tells the recording which fd
+numbers the program got and which files it let go.
+
 `lock` is held while a call is served; code that touches the kernel from another thread while
 the program runs (a test firing a tracepoint) holds it too: `with session.lock: ...`.
 """
@@ -20,6 +24,7 @@ import contextlib
 import errno
 import os
 import select
+import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
@@ -32,6 +37,7 @@ from kernelsim.exec.closewatch import CloseWatcher
 from kernelsim.exec.launch import Launched, launch
 from kernelsim.exec.listener import Gone, Listener, Notification
 from kernelsim.exec.readiness import Readiness
+from kernelsim.exec.record import ExecRecording
 from kernelsim.exec.remote_fds import RemoteFdTable
 from kernelsim.exec.seccomp import native_arch
 from kernelsim.exec.server import Answer, SyscallServer
@@ -41,13 +47,13 @@ from kernelsim.kernel import Kernel, KernelConfig
 COMM_LEN: Final = 15
 
 
-def _apply(listener: Listener, notif_id: int, answer: Answer) -> None:
-    """Send `answer` (Gone when the task no longer waits)."""
+def _apply(listener: Listener, notif_id: int, answer: Answer) -> int | None:
+    """Send `answer` (Gone when the task no longer waits); the fd number a new file got."""
     if answer.error:
         listener.reply_error(notif_id, answer.error)
     elif answer.new_file is not None:
         new = answer.new_file
-        listener.reply_fd(notif_id, new.srcfd, new.cloexec)
+        return listener.reply_fd(notif_id, new.srcfd, new.cloexec)
     elif answer.plain_file is not None:
         plain = answer.plain_file
         listener.reply_fd(notif_id, plain.srcfd, plain.cloexec)
@@ -55,6 +61,7 @@ def _apply(listener: Listener, notif_id: int, answer: Answer) -> None:
         listener.reply_continue(notif_id)
     else:
         listener.reply_value(notif_id, answer.value)
+    return None
 
 
 def exit_code(status: int) -> int:
@@ -85,10 +92,11 @@ class ExecSession:
         stdio: Sequence[int | None] = (None, None, None),
         user: tuple[int, int] | None = None,
         wrap: Callable[[SimBackend], Backend] | None = None,
+        record: str | os.PathLike[str] | None = None,
     ) -> None:
         """Launch `argv` with `env`, `stdio` and `user` (`kernelsim.exec.launch.launch`); it
-        waits for `serve`. `wrap` puts a delegating backend (a recorder) around the
-        simulator."""
+        waits for `serve`. `wrap` puts a delegating backend (fault injection) around the
+        simulator; `record` is a scenario file to record the calls served to."""
         if not argv:
             raise ValueError("no program to run")
         arch = native_arch()
@@ -108,8 +116,19 @@ class ExecSession:
         self.fds = RemoteFdTable(self.watcher, Readiness(arch))
         self.tasks = Tasks(arch)
         sim = SimBackend(self.kernel)
-        self.backend: Backend = sim if wrap is None else wrap(sim)
-        self.server = SyscallServer(self.kernel, self.backend, self.fds, self.tasks, arch)
+        inner: Backend = sim if wrap is None else wrap(sim)
+        self.server = SyscallServer(self.kernel, inner, self.fds, self.tasks, arch)
+        self.recording: ExecRecording | None = None
+        if record is not None:
+            try:
+                self.recording = ExecRecording(
+                    record, inner, self.server.memory, self.fds, shlex.join(argv)
+                )
+            except BaseException:
+                self._abort()
+                raise
+            self.server.backend = self.recording.backend
+        self.backend: Backend = self.server.backend
         self.listener = self._launched.listener
         self.exit_status: int | None = None
 
@@ -133,17 +152,24 @@ class ExecSession:
             self.fds.on_releases()
             answer = server.answer(notification)
             self.stats.continued += answer.proceed
+            recording = self.recording
             try:
                 self._replace(notification.id, answer)
-                _apply(self.listener, notification.id, answer)
+                fd = _apply(self.listener, notification.id, answer)
             except Gone:
                 self.stats.undelivered += 1
+                if recording is not None:
+                    recording.undelivered(answer.new_file)
                 server.undelivered(answer)
             except OSError as exc:  # the caller could not take the fd (EMFILE): its errno
+                if recording is not None:
+                    recording.undelivered(answer.new_file)
                 server.undelivered(answer)
                 with contextlib.suppress(Gone):
                     self.listener.reply_error(notification.id, exc.errno or errno.EINVAL)
             else:
+                if recording is not None and fd is not None:
+                    recording.delivered(answer.new_file, fd)
                 server.delivered(answer)
             finally:
                 if answer.plain_file is not None:
@@ -159,6 +185,8 @@ class ExecSession:
         except OSError:
             self.fds.abandoned(pending)
             raise
+        if self.recording is not None:
+            self.recording.replaced(fd, pending)
         self.fds.installed(pending)
 
     def serve(self) -> int:
@@ -194,6 +222,8 @@ class ExecSession:
             self.fds.on_releases()
             self.fds.release_all()
             self.fds.readiness.close()
+            if self.recording is not None:
+                self.recording.close()
         self.listener.close()
         self.watcher.close()
         self.tasks.close()

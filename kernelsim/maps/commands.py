@@ -26,10 +26,12 @@ writable mappings (EBUSY).
 
 Batch commands: a map type without the command is ENOTSUPP (count untouched). Otherwise
 elem_flags other than BPF_F_LOCK is EINVAL, count 0 returns at once, and count is zeroed before the
-walk and set to what was processed after it. Hash maps walk buckets (`batch_walk`; batch flags
-must be 0; the token is a u32 bucket); the other maps use the generic walk over get_next_key (the
-token is the last key returned, written only when something was). The end of a lookup walk is
-ENOENT together with the elements still returned.
+walk and set to what was processed after it. Hash maps walk buckets (`bucket_from`; batch flags
+must be 0; the token is a u32 bucket index) a whole bucket at a time: a bucket that no longer fits
+in what is left of `count` ends the walk there (out_batch = that bucket), with ENOSPC when nothing
+was returned yet. The other maps use the generic walk over get_next_key (the token is the last key
+returned, written only when something was). The end of a lookup walk is ENOENT (out_batch =
+n_buckets for hash maps) together with the elements still returned.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from kernelsim.maps.sockmap import SockHash, SockMap
 from kernelsim.maps.stack_trace import StackTraceMap
 from kernelsim.maps.xskmap import XskMap
 from kernelsim.objects import KernelObject
-from kernelsim.usermem import UserMemory
+from kernelsim.usermem import UserMemory, read_many
 
 MAP_CLASSES: Final[dict[MapType, type[BpfMap]]] = {
     map_type: cls
@@ -333,9 +335,12 @@ def map_update_elem(call: BpfCall) -> int:
     bpf_map = map_for_write(kernel, fd)
     flags = attr.flags
     no_spin_lock(flags)
-    memory = kernel.memory
-    key = copy_key(memory, attr.key, bpf_map.key_size)
-    value = memory.read(attr.value, bpf_map.syscall_value_size)
+    key_size, ukey = bpf_map.key_size, attr.key
+    if not key_size and ukey:
+        fail(errno.EINVAL, "this map type takes a NULL key")
+    key, value = read_many(
+        kernel.memory, ((ukey, key_size), (attr.value, bpf_map.syscall_value_size))
+    )
     if bpf_map.holds_fds:
         bpf_map.update_via_fd(fd, key, value, flags)
     else:
@@ -442,7 +447,8 @@ def map_batch(call: BpfCall) -> int:
 
 
 def hash_lookup_batch(call: BpfCall, bpf_map: HashTableMap, delete: bool) -> int:
-    """__htab_map_lookup_and_delete_batch over the map's bucket walk."""
+    """__htab_map_lookup_and_delete_batch: bucket by bucket from in_batch, each bucket's keys and
+    values copied out (and its elements deleted first) as a block."""
     attr = call.attr_as(MapBatchAttr)
     memory = call.kernel.memory
     if attr.flags:
@@ -452,23 +458,36 @@ def hash_lookup_batch(call: BpfCall, bpf_map: HashTableMap, delete: bool) -> int
         return 0
     call.write_back("count", 0)
     batch = int.from_bytes(memory.read(attr.in_batch, 4), "little") if attr.in_batch else 0
-    if batch >= bpf_map.n_buckets:
+    n_buckets = bpf_map.n_buckets
+    if batch >= n_buckets:
         fail(errno.ENOENT, "in_batch past the last bucket")
-    slots, next_batch, at_end = bpf_map.batch_walk(batch, max_count)
     key_size = bpf_map.key_size
     value_size = bpf_map.syscall_value_size
-    table = bpf_map.table
-    for done, slot in enumerate(slots):
-        key = table.key_at(slot)
-        value = bpf_map.value_at(slot)
+    key_at = bpf_map.table.key_at
+    total = 0
+    end: tuple[int, str] | None = None
+    while True:
+        batch, slots = bpf_map.bucket_from(batch)
+        if batch >= n_buckets:
+            end = errno.ENOENT, "the walk reached the last bucket"
+            break
+        if len(slots) > max_count - total:
+            if not total:
+                end = errno.ENOSPC, f"bucket {batch} holds more elements than count"
+            break
+        keys = [key_at(slot) for slot in slots]
+        values = [bpf_map.value_at(slot) for slot in slots]
         if delete:
-            bpf_map.delete(key)
-        memory.write(attr.keys + done * key_size, key)
-        memory.write(attr.values + done * value_size, value)
-    memory.write(attr.out_batch, next_batch.to_bytes(4, "little"))
-    call.write_back("count", len(slots))
-    if at_end:
-        fail(errno.ENOENT, "the walk reached the last bucket")
+            for key in keys:
+                bpf_map.delete(key)
+        memory.write(attr.keys + total * key_size, b"".join(keys))
+        memory.write(attr.values + total * value_size, b"".join(values))
+        total += len(slots)
+        batch += 1
+    memory.write(attr.out_batch, batch.to_bytes(4, "little"))
+    call.write_back("count", total)
+    if end is not None:
+        fail(*end)
     return 0
 
 

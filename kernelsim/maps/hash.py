@@ -13,14 +13,20 @@ Creation (htab_map_alloc_check, then htab_map_alloc), in this order:
 5. (alloc) NO_COMMON_LRU rounds max_entries up to a multiple of the possible CPUs; more than 2^28
    buckets (roundup_pow_of_two(max_entries)): E2BIG.
 
-Elements (the `SlotTable` keeps them in slot order; see slots.py):
+Elements (the `HtabSlotTable` keeps them in slots and in the kernel's buckets; see buckets.py):
 
 | update flags | key present        | key absent, room          | key absent, full |
 |--------------|--------------------|---------------------------|------------------|
-| BPF_ANY      | replace in place   | insert                    | E2BIG            |
+| BPF_ANY      | replace            | insert                    | E2BIG            |
 | BPF_NOEXIST  | EEXIST             | insert                    | E2BIG            |
-| BPF_EXIST    | replace in place   | ENOENT                    | ENOENT           |
+| BPF_EXIST    | replace            | ENOENT                    | ENOENT           |
 | anything else| EINVAL             | EINVAL                    | EINVAL           |
+
+A replace writes the value in place; for HASH and LRU_HASH (whose kernel update swaps in a new
+element) it also moves the key to the front of its bucket, as for HASH_OF_MAPS before 6.16
+(profile behaviour `fd_htab_update_in_place`); the per-CPU types keep its place. The bucket
+seed (hashrnd) is 0 with BPF_F_ZERO_SEED, else drawn from the kernel's seeded random source at
+creation.
 
 LRU maps never answer E2BIG: an update on a full LRU map first evicts the least recently used
 element (the kernel pops a free element before it looks at the key, so even an update that then
@@ -29,9 +35,9 @@ and lookups from programs make an element the most recently used; syscall lookup
 kernel's LRU is a two-list clock with per-CPU free lists that evicts in batches (measured on
 6.18: a 100-entry LRU_HASH holds 78 after 103 inserts); the simulator keeps a plain LRU list.
 
-GET_NEXT_KEY goes in slot order; a key not in the map restarts from the first key, as the kernel
-does. The batch walk treats each slot as a bucket: the token (in_batch/out_batch) is a u32 slot
-number, n_buckets (roundup_pow_of_two(max_entries)) at the end.
+GET_NEXT_KEY goes in the kernel's bucket order; a key not in the map restarts from the first key.
+The batch walk (`bucket_from`) hands out whole buckets: the token (in_batch/out_batch) is a u32
+bucket index, n_buckets (roundup_pow_of_two(max_entries)) at the end.
 """
 
 from __future__ import annotations
@@ -55,8 +61,9 @@ from kernelsim.maps.base import (
     round_up,
     roundup_pow_of_two,
 )
+from kernelsim.maps.buckets import HtabSlotTable, htab_map_hash
 from kernelsim.maps.map_in_map import InnerMapTemplate
-from kernelsim.maps.slots import SlotTable, ValueSlab
+from kernelsim.maps.slots import ValueSlab
 from kernelsim.objects import ObjectRegistry
 
 if TYPE_CHECKING:
@@ -132,9 +139,15 @@ class HashTableMap(BpfMap):
             numa_node=numa_node,
             map_extra=map_extra,
         )
-        self.table = SlotTable(ordered=self.lru)
         self.n_buckets = roundup_pow_of_two(max_entries)
+        self.hashrnd = 0 if map_flags & MapFlag.ZERO_SEED else kernel.random.getrandbits(32)
+        self.table = HtabSlotTable(
+            htab_map_hash(key_size, self.hashrnd), self.n_buckets, ordered=self.lru
+        )
         self.prealloc = not map_flags & MapFlag.NO_PREALLOC
+        self.replace_moves_to_front = not self.percpu
+        """Whether replacing a key's value moves it to the front of its bucket (the kernel swaps
+        in a new element) rather than leaving it in place (per-CPU maps)."""
 
     @classmethod
     def check_attr(cls, params: MapParams, kernel: Kernel) -> None:
@@ -192,21 +205,14 @@ class HashTableMap(BpfMap):
         """The syscall image of the value in `slot` (batch lookups)."""
         raise NotImplementedError
 
-    def batch_walk(self, start: int, max_count: int) -> tuple[list[int], int, bool]:
-        """The kernel's bucket walk from bucket `start`: (slots to return, the next batch token,
-        whether the walk reached the end). Each slot is one bucket here, so a walk never needs
-        more room than `max_count` (the kernel's ENOSPC needs a fuller bucket)."""
-        table = self.table
-        slots: list[int] = []
-        batch = start
-        while True:
-            slot = table.next_slot(batch)
-            if slot < 0:
-                return slots, self.n_buckets, True
-            if len(slots) == max_count:
-                return slots, slot, False
-            slots.append(slot)
-            batch = slot + 1
+    def bucket_from(self, start: int) -> tuple[int, list[int]]:
+        """The batch walk's next step: the first non-empty bucket at or after bucket `start` and
+        its slots, head first; (n_buckets, []) when the rest of the buckets are empty."""
+        buckets = self.table.buckets
+        bucket = buckets.next_bucket(start)
+        if bucket < 0:
+            return self.n_buckets, []
+        return bucket, buckets.slots_in(bucket)
 
     def mem_usage(self) -> int:
         cpus = self.kernel.config.cpus
@@ -282,7 +288,8 @@ class HashMap(HashTableMap):
             fail(errno.ENOENT, "no such key (BPF_EXIST)")
 
     def _slot_for(self, key: bytes, flags: int) -> int:
-        """The slot an update writes: the key's, or a new one (E2BIG when full)."""
+        """The slot an update writes: the key's (moved to the front of its bucket when the
+        kernel swaps elements), or a new one (E2BIG when full)."""
         table = self.table
         slot = table.index.get(key)
         self._check_update(slot is not None, flags)
@@ -290,6 +297,8 @@ class HashMap(HashTableMap):
             if len(table) >= self.max_entries:
                 fail(errno.E2BIG, f"map full ({self.max_entries} entries)")
             slot = table.add(key)
+        elif self.replace_moves_to_front:
+            table.to_front(slot)
         return slot
 
     def update(self, key: bytes, value: bytes, flags: int) -> None:
@@ -391,6 +400,7 @@ class HashOfMaps(HashTableMap):
         )
         assert template is not None
         self.template = template
+        self.replace_moves_to_front = not kernel.profile.has_behaviour("fd_htab_update_in_place")
         self.inner: list[BpfMap | None] = []
         """The stored map of each slot."""
 
@@ -455,6 +465,8 @@ class HashOfMaps(HashTableMap):
         if slot is None:
             slot = table.add(key)
             self.inner.extend([None] * (slot + 1 - len(self.inner)))
+        elif self.replace_moves_to_front:
+            table.to_front(slot)
         old, self.inner[slot] = self.inner[slot], new
         if old is not None:
             old.put()

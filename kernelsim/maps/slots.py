@@ -4,12 +4,13 @@ Theory of operation
 -------------------
 A hash map's elements live in slots 0..max_entries-1, as the kernel's preallocated elements do.
 `SlotTable` maps each key to its slot (a dict; an OrderedDict kept in recency order for LRU maps)
-and remembers which slots are in use (one byte per slot, scanned with `bytearray.find`), so
-GET_NEXT_KEY and the batch walk go in slot order: the simulator's stand-in for the kernel's bucket
-order, which depends on a random hash seed. A freed slot is reused first (last freed, first
-reused). `ValueSlab` keeps one fixed-size value per slot in bytearray chunks allocated on first
-use, so a 1M-entry map costs one dict entry, one key object, one slot number and the value bytes
-per element, and `view(slot)` is a writable memoryview that aliases the stored value.
+and remembers which slots are in use (one byte per slot, scanned with `bytearray.find`), so that
+`key_after` walks the keys in slot order. A freed slot is reused first (last freed, first reused).
+The hash maps use `buckets.HtabSlotTable`, which keeps the same slots in the kernel's bucket lists
+and walks them in the kernel's order instead. `ValueSlab` keeps one fixed-size value per slot in
+bytearray chunks allocated on first use, so a 1M-entry map costs one dict entry, one key object,
+one slot number and the value bytes per element, and `view(slot)` is a writable memoryview that
+aliases the stored value.
 """
 
 from __future__ import annotations
@@ -58,10 +59,6 @@ class SlotTable:
             self._used[slot] = 0
             self._free.append(slot)
         return slot
-
-    def next_slot(self, start: int) -> int:
-        """The first used slot at or after `start`; -1 when there is none."""
-        return self._used.find(1, start)
 
     def key_at(self, slot: int) -> bytes:
         """The key in used slot `slot`."""

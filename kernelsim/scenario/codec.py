@@ -11,7 +11,7 @@ A struct image (a bpf attr, a perf_event_attr, an info struct) is encoded as a J
 * every pointer field (from the struct's ``pointers`` table in `bpfsys.abi`) as ``"*<path>"``
   instead of its address: ``{"len": n, "in": <blob>}`` for memory the kernel reads,
   ``{"len": n}`` for memory it only writes (``"init"`` holds the bytes that were there when they
-  were not zero), ``{"len": n, "fault": "0x..."}`` when the address could not be read (it is
+  were not zero, volatile: a native program's uninitialized buffer differs from run to run), ``{"len": n, "fault": "0x..."}`` when the address could not be read (it is
   passed on as it is), ``{"unfollowed": "0x..."}`` when its length cannot be known (a map the
   recording never learned). A struct pointee (OBJ_GET_INFO_BY_FD's ``info``) is itself an
   encoded struct. A top-level pointer is followed whenever it is not NULL; a pointer inside a
@@ -160,16 +160,28 @@ class Slot:
 # Field access by dotted path
 # ---------------------------------------------------------------------------------------------
 def field_at(cls: type[ctypes.Structure | ctypes.Union], path: str) -> tuple[int, int, Any]:
-    """(offset, size, ctype) of the field at dotted `path` in `cls`."""
+    """(offset, size, ctype) of the field at dotted `path` in `cls` (a part may name a member
+    of an anonymous struct or union, as ``raw_tracepoint`` of bpf_link_info's)."""
     offset, current = 0, cls
     ctype: Any = None
     for part in path.split("."):
         descriptor = getattr(current, part)
         offset += descriptor.offset
-        ctype = dict(_fields_of(current))[part]
+        ctype = _type_of(current, part)
         current = ctype
         size = descriptor.size
     return offset, size, ctype
+
+
+def _type_of(cls: Any, name: str) -> Any:
+    """The ctype of member `name` of `cls`, looked for in its anonymous members too."""
+    types = dict(_fields_of(cls))
+    if name in types:
+        return types[name]
+    for anonymous in getattr(cls, "_anonymous_", ()):
+        if hasattr(types[anonymous], name):
+            return _type_of(types[anonymous], name)
+    raise AttributeError(f"{cls.__name__} has no member {name!r}")
 
 
 def _fields_of(cls: Any) -> list[tuple[str, Any]]:
@@ -484,7 +496,7 @@ def encode_slot_in(slot: Slot, ctx: Context) -> dict[str, Any]:
         out["in"], slot.nested = encode_struct(slot.struct, data, ctx)
     elif slot.direction is Direction.OUT:
         if any(data):
-            out["init"] = encode_blob(data, slot.form, ctx.symbols, slot.space)
+            out["init"] = volatile(encode_blob(data, slot.form, ctx.symbols, slot.space))
     else:
         out["in"] = encode_blob(data, slot.form, ctx.symbols, slot.space)
     return out
@@ -606,6 +618,8 @@ def build_pointer(
     if not isinstance(length, int) or length < 0:
         raise CodecError(f"*{path} needs a length, got {spec!r}")
     content = spec.get("in", spec.get("init"))
+    if is_volatile(content):
+        content = content["volatile"]
     if content is None:
         return buffers.new(b"", length)
     if isinstance(content, dict) and not _is_blob(content):

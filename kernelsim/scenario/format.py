@@ -6,13 +6,14 @@ Line 1 is the header, the last line the end marker; every line between is one ev
 
     {"kernelsim_scenario": 1, "kernel": {"release": "6.18.44", "version": "6.18",
      "possible_cpus": 2, "online_cpus": 2, "page_size": 4096, "machine": "x86_64"},
-     "recorded_on": "live", "source": "scenarios/sources/map_lifecycle.py"}
+     "recorded_on": "live", "pid": 4242, "source": "scenarios/sources/map_lifecycle.py"}
     {"op": "bpf", "cmd": "MAP_CREATE", "size": 80, "attr": {...}, "ret": "$map1"}
     ...
     {"end": 42}
 
 The header's ``kernelsim_scenario`` is the format version (`FORMAT_VERSION`); a file of a newer
-version is refused. ``kernel`` is the profile the session ran on. The end marker counts the
+version is refused. ``kernel`` is the profile the session ran on; ``pid`` (optional) the
+process the recorded kernel saw the calls come from. The end marker counts the
 events: a file without it, or whose count differs, was cut short (a recorder that did not get
 to close, a copy that lost lines) and is refused as truncated.
 

@@ -1,39 +1,60 @@
-"""Asking a backend what an fd is: the questions the recorder asks that change nothing.
+"""What an fd is: the question the recorder asks of fds whose command does not tell.
 
-`learn_fd(backend, fd, kind)`: for an fd whose kind the command does not tell (OBJ_GET), the
-``*_type:`` line of /proc/self/fdinfo/<fd> names it; for a map, OBJ_GET_INFO_BY_FD gives its
-type, key and value sizes. Neither question is recorded; both work on the live and the
-simulated kernel. A question that fails leaves the kind as it was.
+An fd returned by OBJ_GET may be a map, a program or a link, and a map fd (from OBJ_GET or
+MAP_GET_FD_BY_ID) needs its type, key and value sizes before the memory of later commands on it
+can be measured. Its fdinfo answers both: the ``*_type:`` line names the kind, and a map's
+``map_type``, ``key_size`` and ``value_size`` lines give the rest (the live and the simulated
+kernel write the same lines). `fd_info_of(fields, kind)` reads them from fdinfo fields, so any
+source of fdinfo will do:
+
+* `learn_fd(backend, fd, kind)`: /proc/self/fdinfo/<fd> read through the backend, for code that
+  holds the fd itself (the in-process recorder, `replay_against`): a question that changes
+  nothing and is not recorded;
+* an exec session's fd table: the kernel object the supervisor is about to hand over
+  (`kernelsim.exec.record`), whose fdinfo fields are at hand without any call.
+
+A question that fails leaves the kind as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+from collections.abc import Mapping
 from typing import Final
 
-from bpfsys.abi import BpfCmd, BpfMapInfo, InfoByFdAttr
 from bpfsys.backend import Backend
 from kernelsim.scenario.symbols import FdInfo
 
-FDINFO_KINDS: Final = (("map_type:", "map"), ("prog_type:", "prog"), ("link_type:", "link"))
+FDINFO_KINDS: Final = (("map_type", "map"), ("prog_type", "prog"), ("link_type", "link"))
+MAP_FIELDS: Final = ("map_type", "key_size", "value_size")
+
+
+def parse_fdinfo(text: str) -> dict[str, str]:
+    """The ``name: value`` lines of an fdinfo file as a dict."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def fd_info_of(fields: Mapping[str, str], kind: str) -> FdInfo:
+    """What an fd of `kind` ("obj" when unknown) with these fdinfo fields is."""
+    if kind == "obj":
+        kind = next((found for marker, found in FDINFO_KINDS if marker in fields), kind)
+    if kind != "map":
+        return FdInfo(kind)
+    try:
+        map_type, key_size, value_size = (int(fields[name]) for name in MAP_FIELDS)
+    except (KeyError, ValueError):
+        return FdInfo("map")
+    return FdInfo("map", map_type, key_size, value_size)
 
 
 def learn_fd(backend: Backend, fd: int, kind: str) -> FdInfo:
-    """What `fd` (just returned, of `kind`; "obj" when unknown) is."""
-    if kind == "obj":
-        with contextlib.suppress(OSError):
-            text = backend.read_file(f"/proc/self/fdinfo/{fd}").decode(errors="replace")
-            for marker, found in FDINFO_KINDS:
-                if marker in text:
-                    kind = found
-                    break
-    if kind != "map":
-        return FdInfo(kind)
-    info = BpfMapInfo()
-    attr = InfoByFdAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    try:
-        backend.bpf(BpfCmd.OBJ_GET_INFO_BY_FD, attr, ctypes.sizeof(attr))
-    except OSError:
-        return FdInfo("map")
-    return FdInfo("map", int(info.type), int(info.key_size), int(info.value_size))
+    """What `fd` (just returned, of `kind`; "obj" when unknown) is, from its fdinfo."""
+    with contextlib.suppress(OSError):
+        text = backend.read_file(f"/proc/self/fdinfo/{fd}").decode(errors="replace")
+        return fd_info_of(parse_fdinfo(text), kind)
+    return FdInfo(kind)

@@ -11,13 +11,28 @@ inner backend gave; the recorder only reads. Per call, in order:
 3. make the call on the inner backend;
 4. encode the results: return value or errno, the attr fields and memory the kernel wrote; a new
    fd gets its symbol, and when the request does not tell what it is (OBJ_GET, *_GET_FD_BY_ID)
-   the recorder asks the inner backend (/proc/self/fdinfo, OBJ_GET_INFO_BY_FD) -- questions that
-   change nothing and are not recorded;
+   the recorder asks (`learn`) -- a question that changes nothing and is not recorded;
 5. write the event; snapshot the mappings again ("after").
 
+Two seams let the recorder stand where the code's memory and fds are not its own:
+
+* `memory` (a `kernelsim.usermem.UserMemory`): where the pointers of a call point. By default
+  this process (`ProcessMemory`); `kernelsim exec` passes the traced program's memory.
+* `learn(fd, kind)`: what a new fd is. By default its fdinfo read through the inner backend
+  (`kernelsim.scenario.learn.learn_fd`); `kernelsim exec` asks its fd table for the object it
+  is about to hand over.
+
+And where a supervisor hands the new fds to a traced program (`stand_in_fds=True`), the fd a
+call returns is a stand-in: the recorder names it at once and binds the program's number when
+told (`fd_delivered`); `fd_undelivered` and `fd_closed` write the close of an fd that the
+program never got or closed itself (no call of this backend does it).
+
 The header records the inner kernel's profile, read through the inner backend when the recorder
-is made: osrelease, possible and online CPUs, the page size. `close()` writes the end marker;
-a recording that was never closed is refused as truncated when read.
+is made (osrelease, possible and online CPUs, the page size), and ``pid``: the process id the
+recorded kernel saw the calls come from (this process on the live kernel, the simulated task's
+pid on the simulator), which a replay needs where a test finds its own pid in the results (map
+keys of per-process counters). `close()` writes the end marker; a recording that was never
+closed is refused as truncated when read.
 """
 
 from __future__ import annotations
@@ -36,13 +51,13 @@ import attrs
 from bpfsys.backend import Backend, DelegatingBackend, LiveBackend, Mapping, WritableBuffer
 from bpfsys.bpf import parse_cpu_list
 from bpfsys.kversion import KernelVersion
-from kernelsim.scenario.calls import CallCodec, Pending, errno_of
+from kernelsim.scenario.calls import CallCodec, Learn, Pending, errno_of
 from kernelsim.scenario.files import encode_content, encode_length, encode_path
 from kernelsim.scenario.format import ScenarioWriter
 from kernelsim.scenario.learn import learn_fd
 from kernelsim.scenario.rings import changed_ranges
-from kernelsim.scenario.symbols import FdInfo, SymbolTable
-from kernelsim.usermem import ProcessMemory
+from kernelsim.scenario.symbols import SymbolTable
+from kernelsim.usermem import ProcessMemory, UserMemory
 
 
 @attrs.define
@@ -75,6 +90,14 @@ def kernel_profile(backend: Backend) -> dict[str, Any]:
     return profile
 
 
+def caller_pid(backend: Backend) -> int:
+    """The pid the backend's kernel sees calls come from: the simulated task's (its config's
+    pid) on a simulator, this process's otherwise."""
+    config = getattr(getattr(backend, "kernel", None), "config", None)
+    pid = getattr(config, "pid", None)
+    return pid if isinstance(pid, int) else os.getpid()
+
+
 def backend_name(backend: Backend) -> str:
     if isinstance(backend, LiveBackend):
         return "live"
@@ -87,17 +110,31 @@ class RecordingBackend(DelegatingBackend):
     """Delegates to `inner` and records every call to the scenario file `path`."""
 
     def __init__(
-        self, inner: Backend, path: str | os.PathLike[str], *, source: str | None = None
+        self,
+        inner: Backend,
+        path: str | os.PathLike[str],
+        *,
+        source: str | None = None,
+        memory: UserMemory | None = None,
+        learn: Learn | None = None,
+        stand_in_fds: bool = False,
     ) -> None:
         super().__init__(inner)
         self.profile = kernel_profile(inner)
-        header: dict[str, Any] = {"kernel": self.profile, "recorded_on": backend_name(inner)}
+        header: dict[str, Any] = {
+            "kernel": self.profile,
+            "recorded_on": backend_name(inner),
+            "pid": caller_pid(inner),
+        }
         if source is not None:
             header["source"] = source
-        self.symbols = SymbolTable()
+        self.symbols = SymbolTable(stand_ins=stand_in_fds)
         self.codec = CallCodec(
-            self.symbols, ProcessMemory(), int(self.profile.get("possible_cpus", 1))
+            self.symbols,
+            ProcessMemory() if memory is None else memory,
+            int(self.profile.get("possible_cpus", 1)),
         )
+        self._learn: Learn = learn or (lambda fd, kind: learn_fd(self.inner, fd, kind))
         self._mapped: dict[int, _Mapped] = {}
         self._lock = threading.RLock()
         self._writer = ScenarioWriter(path, header)
@@ -121,9 +158,6 @@ class RecordingBackend(DelegatingBackend):
             if ranges:
                 mapped.seen = now
                 self._emit({"op": "ring", "mapping": mapped.symbol, "when": when, "bytes": ranges})
-
-    def _learn(self, fd: int, kind: str) -> FdInfo:
-        return learn_fd(self.inner, fd, kind)
 
     def _call(self, pending: Pending, run: Callable[[], int]) -> int:
         try:
@@ -241,6 +275,30 @@ class RecordingBackend(DelegatingBackend):
             self._snapshot("after")
             return ready
 
+    # -- fds handed over by a supervisor (stand_in_fds) ---------------------------------------
+    def fd_delivered(self, stand_in: int, fd: int) -> None:
+        """The new fd the inner backend returned as `stand_in` is the program's `fd` now."""
+        with self._lock:
+            self.symbols.deliver(stand_in, fd)
+
+    def fd_undelivered(self, stand_in: int) -> None:
+        """The new fd returned as `stand_in` never reached the program: its close."""
+        with self._lock:
+            name = self.symbols.withdraw(stand_in)
+            if name is not None:
+                self._snapshot("before")
+                self._emit({"op": "close", "fd": name})
+
+    def fd_closed(self, fd: int) -> None:
+        """The program closed `fd` itself (no call of this backend): its close, when the
+        recording named it."""
+        with self._lock:
+            name = self.symbols.fd_symbol(fd)
+            if name is not None:
+                self._snapshot("before")
+                self._emit({"op": "close", "fd": name})
+                self.symbols.close_fd(fd)
+
     # -- lifetime -----------------------------------------------------------------------------
     def close_recording(self) -> None:
         """Snapshot the mappings a last time and write the end marker; idempotent."""
@@ -261,4 +319,4 @@ class RecordingBackend(DelegatingBackend):
         self.close_recording()
 
 
-__all__ = ["RecordingBackend", "kernel_profile"]
+__all__ = ["RecordingBackend", "caller_pid", "kernel_profile"]

@@ -5,7 +5,9 @@ Theory of operation
 The file is loaded and checked whole when the backend is made (ScenarioError otherwise). Each
 call the code makes is encoded exactly as the recorder encodes calls and compared with the next
 recorded call (strict order). When they differ, `ScenarioDivergence` (not an OSError) is raised
-with both calls decoded, before anything of the recorded result is applied. When they match, the
+with both calls decoded, before anything of the recorded result is applied; the replay cannot go
+on from there, so every later call raises that same divergence again, and so does `finish()`
+(code that swallowed it still fails). When they match, the
 recorded results are applied: the attr fields and memory the kernel wrote are written into the
 caller's memory, then the recorded return value is returned or the recorded errno raised as
 OSError.
@@ -17,6 +19,10 @@ Mappings: mmap returns an anonymous mapping of the recorded length; every ``ring
 its recorded bytes into it at its point in the recording (before the call it precedes, after
 the call it follows), so the consumer finds what the recorded one found. Steps and expectations
 are skipped (no kernel). `finish()` checks that the code made every recorded call.
+
+`recorded_pid` is the pid the recorded kernel saw the calls come from (the header's ``pid``):
+what a test compares its results with where the recorded kernel wrote a pid (the keys of a
+per-process counter map).
 """
 
 from __future__ import annotations
@@ -59,10 +65,18 @@ class ReplayBackend:
         self._mappings: dict[str, Any] = {}
         self._mapping_names: dict[int, str] = {}
         self._lock = threading.RLock()
+        self.divergence: ScenarioDivergence | None = None
+        """The first divergence, once the code made another call than the recording."""
 
     @property
     def path(self) -> str:
         return self.scenario.path
+
+    @property
+    def recorded_pid(self) -> int | None:
+        """The pid the recorded calls came from (None: a recording made before pids were)."""
+        pid = self.scenario.header.get("pid")
+        return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
 
     # -- the recording ------------------------------------------------------------------------
     def _apply_rings(self) -> None:
@@ -77,16 +91,25 @@ class ReplayBackend:
                     apply_ranges(mapping, event["bytes"])
             self._next += 1
 
+    def _diverged(self, divergence: ScenarioDivergence) -> ScenarioDivergence:
+        """Remember the first divergence; what to raise now (always the first)."""
+        if self.divergence is None:
+            self.divergence = divergence
+        return self.divergence
+
     def _expect(self, actual: dict[str, Any]) -> Event:
         """The next recorded call, which must be `actual`; ScenarioDivergence otherwise."""
+        if self.divergence is not None:
+            raise self.divergence
         self._apply_rings()
         if self._next >= len(self._events):
             last = self._events[-1].line if self._events else 1
-            raise ScenarioDivergence(self.path, last, None, actual, "the recording has ended")
+            ended = ScenarioDivergence(self.path, last, None, actual, "the recording has ended")
+            raise self._diverged(ended)
         event = self._events[self._next]
         expected = request_of(event.data)
         if compare(expected, actual):
-            raise ScenarioDivergence(self.path, event.line, expected, actual)
+            raise self._diverged(ScenarioDivergence(self.path, event.line, expected, actual))
         self._next += 1
         return event
 
@@ -229,11 +252,14 @@ class ReplayBackend:
 
     # -- the end ------------------------------------------------------------------------------
     def finish(self) -> None:
-        """Check that every recorded call was made (ScenarioDivergence naming the first one
-        left), then close what the replay still holds."""
+        """Check that the code never diverged and made every recorded call (ScenarioDivergence:
+        the divergence, or naming the first call left), then close what the replay still
+        holds."""
         with self._lock:
-            self._apply_rings()
             try:
+                if self.divergence is not None:
+                    raise self.divergence
+                self._apply_rings()
                 if self._next < len(self._events):
                     event = self._events[self._next]
                     raise ScenarioDivergence(

@@ -15,6 +15,12 @@ Rules (each is also a masking rule of docs/scenarios.md):
    (``events/<category>/<name>/id`` in tracefs) are ``%tp:<category>/<name>`` and dynamic PMU
    types (``/sys/bus/event_source/devices/<pmu>/type``) are ``%pmu:<pmu>``.
 4. A mapping returned by mmap is ``%mmap<n>``.
+5. Stand-ins: where a supervisor answers a traced program (`kernelsim exec`), the fd a call
+   returns is the supervisor's stand-in, and the number the program holds is only known when
+   the answer is delivered. A table made with ``stand_ins=True`` names a new fd at once but
+   binds no number to it (the stand-in's number may be one of the program's numbers at that
+   moment) until `deliver` says which number the program got; `withdraw` drops a stand-in
+   that never reached the program.
 
 A `SymbolTable` binds both ways. On the recording side every new value gets the next name; on a
 replay the names come from the file and are bound to the values the new backend gives
@@ -68,8 +74,10 @@ def symbol_number(symbol: str) -> int | None:
 class SymbolTable:
     """Both-way bindings of fds, ids and named values to their symbols."""
 
-    def __init__(self, *, invent: bool = False) -> None:
+    def __init__(self, *, invent: bool = False, stand_ins: bool = False) -> None:
         self.invent = invent
+        self.stand_ins = stand_ins
+        self._stand_in: dict[int, str] = {}
         self._counts: Counter[str] = Counter()
         self._fd_symbol: dict[int, str] = {}
         self._symbol_fd: dict[str, int] = {}
@@ -85,15 +93,35 @@ class SymbolTable:
 
     # -- fds ----------------------------------------------------------------------------------
     def new_fd(self, fd: int, info: FdInfo, symbol: str | None = None) -> str:
-        """Bind `fd` (just returned by a call) to `symbol`, or to the next name of its kind."""
+        """Bind `fd` (just returned by a call) to `symbol`, or to the next name of its kind
+        (a table of stand-ins keeps `fd` as a stand-in until `deliver`)."""
         name = self._next("$", info.kind) if symbol is None else symbol
+        self._fd_info[name] = info
+        if self.stand_ins:
+            self._stand_in[fd] = name
+        else:
+            self.bind_fd(fd, name)
+        return name
+
+    def bind_fd(self, fd: int, symbol: str) -> None:
+        """Bind the number `fd` to `symbol` (whatever the number was bound to is unbound)."""
         old = self._fd_symbol.pop(fd, None)
         if old is not None:
             self._symbol_fd.pop(old, None)
-        self._fd_symbol[fd] = name
-        self._symbol_fd[name] = fd
-        self._fd_info[name] = info
+        self._fd_symbol[fd] = symbol
+        self._symbol_fd[symbol] = fd
+
+    def deliver(self, stand_in: int, fd: int) -> str | None:
+        """The new fd named for `stand_in` reached the program as `fd`: bind it; its symbol
+        (None when `stand_in` names none)."""
+        name = self._stand_in.pop(stand_in, None)
+        if name is not None:
+            self.bind_fd(fd, name)
         return name
+
+    def withdraw(self, stand_in: int) -> str | None:
+        """The new fd named for `stand_in` never reached the program; its symbol, or None."""
+        return self._stand_in.pop(stand_in, None)
 
     def close_fd(self, fd: int) -> str | None:
         """Unbind `fd` (closed); its symbol, or None when it had none."""

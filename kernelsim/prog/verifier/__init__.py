@@ -130,6 +130,7 @@ def verify(request: LoadRequest) -> Verdict:
             subprogs=subs,
             array_lookup_nonnull=request.array_lookup_nonnull,
             helper_limit=helper_id_limit(request.version),
+            version=request.version,
         )
         checker = Checker(program, request.caps, log)
         try:

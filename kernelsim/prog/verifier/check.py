@@ -79,6 +79,7 @@ from kernelsim.prog.verifier.helpers import (
     allowed_helpers,
 )
 from kernelsim.prog.verifier.log import VerifierLog
+from kernelsim.prog.verifier.precision import backtrack
 from kernelsim.prog.verifier.regs import BPF_MAX_VAR_OFF, S64_MIN, Reg, RegType
 from kernelsim.prog.verifier.state import FP, MAX_BPF_STACK, Frame, Slot, State, StoredState
 from kernelsim.prog.verifier.structure import MapRef, callee, jump_target
@@ -134,6 +135,8 @@ class Program:
     array_lookup_nonnull: bool = True
     helper_limit: int = 212
     """__BPF_FUNC_MAX_ID of the kernel version: `helper_id_limit`."""
+    version: KernelVersion = KernelVersion(6, 18)
+    """The kernel version (which helpers the base set has)."""
 
 
 @attrs.define
@@ -171,7 +174,9 @@ class Checker:
         self.caps = caps
         self.log = log
         self.stats = Stats(stack_depth=[0] * len(program.subprogs))
-        self.allowed = allowed_helpers(program.prog_type, caps.bpf_capable, caps.perfmon)
+        self.allowed = allowed_helpers(
+            program.prog_type, caps.bpf_capable, caps.perfmon, program.version
+        )
         self.explored: dict[int, list[StoredState]] = {}
         self.alive_states = 0
         """Kept states, and dropped ones still on a path being explored (peak_states)."""
@@ -273,6 +278,7 @@ class Checker:
                 self.prev_insn_print_pos = self.log.end_pos - self.prev_log_pos
                 self.prev_log_pos = self.log.end_pos
             self.prev_idx = self.idx
+            self.state.history.append(self.idx)
             outcome = self.step(insn)
             if outcome is _Next.PATH_DONE:
                 if not self.next_path():
@@ -376,9 +382,9 @@ class Checker:
         stats.peak_states = max(stats.peak_states, self.alive_states)
         self.prev_jmps = self.jmps
         self.prev_insns = stats.insn_processed
-        stored = StoredState(cur.copy(), cur.parent)
+        stored = StoredState(cur.copy(), cur.parent, cur.history)
         kept.append(stored)
-        cur.parent = stored
+        cur.parent, cur.history = stored, []
         return False
 
     # -- one instruction ------------------------------------------------------------------------
@@ -1021,6 +1027,10 @@ class Checker:
         pred = self.branch_taken(dst, src, op, bits)
         target = jump_target(self.idx, insn)
         if pred is not None:
+            if dst.is_scalar:
+                self.mark_precise(insn.dst)
+            if insn.code & BPF_X and src.is_scalar:
+                self.mark_precise(insn.src)
             if self.trace:
                 self.print_insn_state()
             self.idx = target if pred else self.idx + 1
@@ -1054,6 +1064,36 @@ class Checker:
         if self.trace:
             self.print_insn_state()
         self.idx += 1
+
+    def mark_precise(self, regno: int) -> None:
+        """mark_chain_precision: the kept states on this path learn which of their scalars
+        decided this instruction (module `precision`)."""
+        st = self.state
+        frame = st.curframe
+        regs, slots = {regno}, set[int]()
+        history, node = st.history[:-1], st.parent
+        while node is not None:
+            for idx in reversed(history):
+                if not backtrack(self.p.insns[idx], regs, slots):
+                    return
+            if not regs and not slots:
+                return
+            if node.state.curframe != frame:
+                return
+            kept = node.state.frames[frame]
+            for r in list(regs):
+                reg = kept.regs[r]
+                if reg.is_scalar and not reg.precise:
+                    reg.precise = True
+                else:
+                    regs.discard(r)
+            for spi in list(slots):
+                spilled = kept.spills.get(spi) if kept.is_spilled(spi) else None
+                if spilled is not None and spilled.is_scalar and not spilled.precise:
+                    spilled.precise = True
+                else:
+                    slots.discard(spi)
+            history, node = node.history, node.parent
 
     def branch_taken(self, dst: Reg, src: Reg, op: int, bits: int) -> int | None:
         """is_branch_taken: 1 taken, 0 not taken, None unknown. A pointer known not to be

@@ -1,9 +1,9 @@
 """Helper prototypes and which program types may call which helper.
 
 `PROTOS` holds, per modelled helper, the argument kinds the verifier checks (the kernel's
-`struct bpf_func_proto`: arg types, return type, gpl_only). `allowed_helpers(prog_type, caps)`
-is the set the kernel's `<type>_func_proto` functions return non-NULL for (6.x, x86_64),
-restricted to the modelled helpers. A helper the kernel knows but that is not modelled, or not
+`struct bpf_func_proto`: arg types, return type, gpl_only). `allowed_helpers(prog_type, caps,
+version)` is the set the kernel's `<type>_func_proto` functions return non-NULL for (6.x,
+x86_64), restricted to the modelled helpers. A helper the kernel knows but that is not modelled, or not
 allowed for the type, is refused with "program of this type cannot use helper".
 
 bpf_loop is modelled up to its callback argument: a callback is an ld_imm64 of a function
@@ -22,6 +22,7 @@ import attrs
 
 from bpfsys.abi import BpfFunc as F
 from bpfsys.abi import MapType, ProgType
+from bpfsys.kversion import KernelVersion, since
 
 
 class Arg(enum.Enum):
@@ -149,6 +150,14 @@ _BASE: Final = frozenset(
      F.RINGBUF_OUTPUT, F.RINGBUF_RESERVE, F.RINGBUF_SUBMIT, F.RINGBUF_DISCARD, F.RINGBUF_QUERY,
      F.LOOP}
 )  # fmt: skip
+_BASE_6_10: Final = frozenset({F.GET_CURRENT_PID_TGID})
+"""Helpers every program type may call since 6.10."""
+_BASE_PERFMON_6_18: Final = frozenset(
+    {F.GET_CURRENT_UID_GID, F.GET_CURRENT_COMM, F.GET_CURRENT_CGROUP_ID, F.PERF_EVENT_READ,
+     F.PERF_EVENT_READ_VALUE, F.SEND_SIGNAL, F.SEND_SIGNAL_THREAD, F.GET_CGROUP_CLASSID}
+)  # fmt: skip
+"""Tracing helpers every program type may call with CAP_PERFMON, measured on 6.18 (the
+version that moved them into the base set is not known here; modelled from 6.18)."""
 _BASE_BPF_CAP: Final = frozenset({F.JIFFIES64})
 _BASE_PERFMON: Final = frozenset(
     {F.TRACE_PRINTK, F.GET_CURRENT_TASK, F.PROBE_READ_USER, F.PROBE_READ_KERNEL,
@@ -174,7 +183,7 @@ _TRACING: Final = frozenset(
      F.GET_CURRENT_TASK, F.PERF_EVENT_READ, F.PROBE_READ, F.PROBE_READ_STR, F.PROBE_READ_USER,
      F.PROBE_READ_KERNEL, F.PROBE_READ_USER_STR, F.PROBE_READ_KERNEL_STR,
      F.GET_CURRENT_CGROUP_ID, F.SEND_SIGNAL, F.SEND_SIGNAL_THREAD, F.PERF_EVENT_READ_VALUE,
-     F.JIFFIES64}
+     F.JIFFIES64, F.GET_FUNC_IP}
 )  # fmt: skip
 _TRACE_OUT: Final = frozenset({F.PERF_EVENT_OUTPUT, F.GET_STACKID, F.GET_STACK})
 _SK_SKB: Final = frozenset(
@@ -206,13 +215,19 @@ TYPE_HELPERS: Final[dict[ProgType, tuple[frozenset[int], bool]]] = {
 """Per type: its own helpers, and whether the socket base (bpf_sk_base_func_proto) applies."""
 
 
-def allowed_helpers(prog_type: ProgType, bpf_capable: bool, perfmon: bool) -> frozenset[int]:
+def allowed_helpers(
+    prog_type: ProgType, bpf_capable: bool, perfmon: bool, version: KernelVersion
+) -> frozenset[int]:
     own, socket = TYPE_HELPERS[prog_type]
     allowed = own | _BASE | (_SK_BASE if socket else frozenset())
+    if version >= since("6.10"):
+        allowed |= _BASE_6_10
     if bpf_capable:
         allowed |= _BASE_BPF_CAP
     if perfmon:
         allowed |= _BASE_PERFMON
+        if version >= since("6.18"):
+            allowed |= _BASE_PERFMON_6_18
     return allowed
 
 

@@ -69,6 +69,7 @@ class Reg:
         "maybe_null",
         "mem_size",
         "off",
+        "precise",
         "range",
         "ref_obj_id",
         "s32max",
@@ -99,6 +100,9 @@ class Reg:
         self.subreg_def = False
         self.frameno = 0
         """For a stack pointer: the call frame whose stack it points into."""
+        self.precise = False
+        """A scalar whose exact value a later check depended on (set in kept states by the
+        checker's backtracking; printed as a "P" prefix)."""
 
     def copy(self) -> Reg:
         new = Reg.__new__(Reg)
@@ -114,6 +118,7 @@ class Reg:
         self.id, self.ref_obj_id, self.map, self.range = other.id, other.ref_obj_id, other.map, other.range
         self.maybe_null, self.mem_size = other.maybe_null, other.mem_size
         self.subreg_def, self.frameno = other.subreg_def, other.frameno
+        self.precise = other.precise
 
     # -- kinds ----------------------------------------------------------------------------------
     @property
@@ -153,7 +158,7 @@ class Reg:
         """A known 64-bit constant scalar (every other field reset, as mark_not_init does)."""
         self.type, self.off, self.id, self.ref_obj_id, self.map = RegType.SCALAR, 0, 0, 0, None
         self.range, self.maybe_null, self.mem_size = 0, False, 0
-        self.subreg_def, self.frameno = False, 0
+        self.subreg_def, self.frameno, self.precise = False, 0, False
         self.set_known(value)
 
     @classmethod
@@ -374,9 +379,10 @@ def _fmt_ranges(reg: Reg) -> list[str]:
 def fmt_reg(reg: Reg, frameno: int = 0) -> str:
     """The kernel's text for one register state ("ctx()", "fp-8", "scalar(...)", "5") as the
     state of frame `frameno` prints it (a pointer into another frame's stack is "fp[0]-8")."""
+    mark = "P" if reg.is_scalar and reg.precise else ""
     if reg.is_scalar and reg.var_off.is_const():
-        return fmt_snum(reg.var_off.value)
-    text = reg.type_str()
+        return mark + fmt_snum(reg.var_off.value)
+    text = mark + reg.type_str()
     if reg.type is RegType.STACK:
         if reg.frameno != frameno:
             text += f"[{reg.frameno}]"

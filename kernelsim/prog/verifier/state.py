@@ -48,12 +48,14 @@ class StoredState:
     counts the paths from it still being explored, `hit`/`miss` how often it pruned or failed
     to (states that keep missing are dropped, as the kernel drops them)."""
 
-    __slots__ = ("branches", "dropped", "hit", "miss", "parent", "state")
+    __slots__ = ("branches", "dropped", "hit", "history", "miss", "parent", "state")
 
-    def __init__(self, state: State, parent: StoredState | None) -> None:
+    def __init__(self, state: State, parent: StoredState | None, history: list[int]) -> None:
         self.state = state
         self.branches = 1
         self.parent = parent
+        self.history = history
+        """The instructions executed from the parent's state to this one."""
         self.hit = 0
         self.miss = 0
         self.dropped = False
@@ -170,19 +172,22 @@ class Frame:
 class State:
     """One path's state (mutable; `copy` at branches)."""
 
-    __slots__ = ("frames", "parent", "refs")
+    __slots__ = ("frames", "history", "parent", "refs")
 
     def __init__(self) -> None:
         self.frames = [Frame()]
         self.refs: list[tuple[int, int]] = []
         """Acquired references: (id, insn index)."""
         self.parent: StoredState | None = None
+        self.history: list[int] = []
+        """The instructions executed since the parent state (for precision backtracking)."""
 
     def copy(self) -> State:
         new = State.__new__(State)
         new.frames = [f.copy() for f in self.frames]
         new.refs = list(self.refs)
         new.parent = self.parent
+        new.history = list(self.history)
         return new
 
     @property
@@ -273,7 +278,7 @@ class State:
         )
 
 
-_EXACT_FIELDS: Final = tuple(n for n in Reg.__slots__ if n not in ("id", "ref_obj_id"))
+_EXACT_FIELDS: Final = tuple(n for n in Reg.__slots__ if n not in ("id", "ref_obj_id", "precise"))
 
 
 class IdMap:
