@@ -318,6 +318,8 @@ class _Buf:
             pass
         elif size is None:
             raw = (ctypes.c_char * n).from_buffer_copy(data)
+        elif not data:
+            raw = (ctypes.c_char * n)()
         else:
             raw = ctypes.create_string_buffer(data, n)
         self.raw = raw

@@ -222,3 +222,13 @@ def fdinfo(backend: Backend, fd: int) -> dict[str, str]:
 def lpm_key(prefixlen: int, *data: int) -> bytes:
     """An LPM trie key: the u32 prefix length, then the data bytes."""
     return prefixlen.to_bytes(4, "little") + bytes(data)
+
+
+def mount_of(fs_type: str) -> str | None:
+    """The first mount point of a filesystem of `fs_type` (cgroup2, cgroup), if any."""
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            _, point, kind, *_ = line.split()
+            if kind == fs_type:
+                return point
+    return None

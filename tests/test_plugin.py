@@ -186,7 +186,7 @@ def test_an_unknown_backend_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = run(pytester, BACKEND_PROBE, "--bpf-backend=sim,kvm")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*--bpf-backend: unknown backend(s) [[]'kvm'[]]; choose from sim, live"]
+        ["*--bpf-backend: unknown backend(s) [[]'kvm'[]]; choose from sim, live, replay"]
     )
 
 

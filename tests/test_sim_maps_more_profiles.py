@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterator
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
-from maps_support import Maps, all_keys, delete, fdinfo, lookup, lookup_and_delete, next_key
+from maps_support import (
+    Maps,
+    all_keys,
+    delete,
+    fdinfo,
+    lookup,
+    lookup_and_delete,
+    mount_of,
+    next_key,
+)
 
 from bpfsys import bpf
 from bpfsys.abi import MapElemAttr, MapFlag, MapType, ProgType
@@ -171,8 +180,10 @@ def host_fds() -> Iterator[list[int]]:
     dgram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     made = [listener, client, accepted, xdp, dgram]
     files = [os.open("/etc/hostname", os.O_RDONLY)]
-    with contextlib.suppress(OSError):
-        files.append(os.open("/sys/fs/cgroup/unified", os.O_RDONLY))
+    cgroup2 = mount_of("cgroup2")
+    if cgroup2 is not None:
+        with contextlib.suppress(OSError):
+            files.append(os.open(cgroup2, os.O_RDONLY))
     yield [s.fileno() for s in made] + files
     for sock in made:
         sock.close()

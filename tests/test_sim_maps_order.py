@@ -176,10 +176,12 @@ def maps(backend: Backend) -> Iterator[Maps]:
 
 
 def new_map(
-    maps: Maps, map_type: MapType, key_size: int, max_entries: int, flags: int = 0
+    maps: Maps, map_type: MapType, key_size: int, max_entries: int, flags: int = ZERO_SEED
 ) -> OrderedMap:
+    """A map and its model (hashrnd 0: `flags` should have BPF_F_ZERO_SEED, else the test sets
+    the model's seed)."""
     value_size = 8 * cpus(maps.backend) if map_type in PERCPU else 8
-    fd = maps.new(map_type, key_size, 8, max_entries, flags | ZERO_SEED)
+    fd = maps.new(map_type, key_size, 8, max_entries, flags)
     model = HtabModel(roundup_pow_of_two(max_entries))
     return OrderedMap(maps, fd, map_type, key_size, value_size, model)
 
@@ -219,7 +221,7 @@ def test_update_in_a_bucket(
     elements, not where it copies in place (per-CPU); a refused update changes nothing; a delete
     closes the gap."""
     map_type, flags = kind
-    table = new_map(maps, map_type, 4, 8, flags)
+    table = new_map(maps, map_type, 4, 8, flags | ZERO_SEED)
     b = maps.backend
     seen = []
     for key in SAME_BUCKET:
@@ -245,7 +247,7 @@ def test_update_in_a_bucket(
 def test_walk_order(maps: Maps, kind: tuple[MapType, int], key_size: int, max_entries: int) -> None:
     """Every GET_NEXT_KEY of a walk over keys inserted in a shuffled order."""
     map_type, flags = kind
-    table = new_map(maps, map_type, key_size, max(max_entries, 8), flags)
+    table = new_map(maps, map_type, key_size, max(max_entries, 8), flags | ZERO_SEED)
     count = min(max_entries, 40)
     numbers = random.Random(key_size * 1000 + max_entries).sample(range(10_000), count)
     for number in numbers:
@@ -262,7 +264,7 @@ def test_walk_order(maps: Maps, kind: tuple[MapType, int], key_size: int, max_en
 def test_walk_after_random_operations(maps: Maps, key_size: int, flags: int) -> None:
     """Inserts, updates (with each flag) and deletes in a random order, walked every ten steps;
     16 buckets for 12 entries, so buckets hold several keys."""
-    table = new_map(maps, MapType.HASH, key_size, 12, flags)
+    table = new_map(maps, MapType.HASH, key_size, 12, flags | ZERO_SEED)
     rng = random.Random(key_size + flags)
     pool = [make_key(n, key_size) for n in range(20)]
     for step in range(120):
@@ -491,6 +493,41 @@ def test_huge_bucket_array_costs_nothing_until_used(sim_factory: Callable[..., S
     out = batch(backend, LOOKUP, fd, 4, key_room=32, value_room=32)
     assert (out.result, out.count, out.out_batch) == ("ENOENT", 4, u32(1 << 27))
     made.close_all()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    max_entries=st.sampled_from([3, 16, 5000]),
+    ops=st.lists(
+        st.tuples(st.sampled_from(["update", "delete", "walk"]), st.integers(0, 30)), max_size=80
+    ),
+)
+def test_random_operations_follow_the_model(
+    sim_factory: Callable[..., SimBackend], max_entries: int, ops: list[tuple[str, int]]
+) -> None:
+    """Random updates, deletes and walks on a simulated HASH with a random hashrnd (one or two
+    bucket chunks, buckets emptied and refilled): every walk and the final batch are the model's."""
+    backend = sim_factory(seed=max_entries + len(ops))
+    table = new_map(Maps(backend), MapType.HASH, 4, max_entries, 0)
+    fd = table.fd
+    table.model.seed = sim_map(backend, fd).hashrnd
+    for op, number in ops:
+        key = u32(number)
+        if op == "update" and (key in table.model.linked or len(table.model.linked) < max_entries):
+            table.insert(key)
+        elif op == "delete" and key in table.model.linked:
+            table.delete(key)
+        elif op == "walk":
+            assert table.walk() == table.model.walk()
+    expected = table.model.batch(0, 64)
+    out = batch(backend, LOOKUP, fd, 64, key_room=256, value_room=512)
+    assert (out.result, out.count) == (expected[0], len(expected[1]))
+    assert out.keys[: 4 * out.count] == b"".join(expected[1])
+    table.maps.close_all()
 
 
 def test_bucket_lists() -> None:

@@ -23,7 +23,10 @@ from bpfsys.asm import Insn, assemble_text, encode
 from bpfsys.backend import Backend
 from kernelsim.backend import SimBackend
 
-STATS = "processed {} insns (limit 1000000) max_states_per_insn {} total_states {} peak_states {} mark_read 0\n"
+STATS = (
+    "processed {} insns (limit 1000000) max_states_per_insn {} total_states {} peak_states {} "
+    "mark_read 0\n"
+)
 
 TRACES = {
     "callee_reads_caller_stack_then_fails": (
@@ -117,7 +120,7 @@ def test_syscall_context_reach_bounds_test_run(backend: Backend) -> None:
                 backend.bpf(BpfCmd.PROG_TEST_RUN, attr, ctypes.sizeof(attr))
                 results.append(0)
             except OSError as exc:
-                results.append(exc.errno)
+                results.append(exc.errno or 0)
         assert results == [errno.EINVAL, 0]
     finally:
         backend.close(fd)
@@ -155,6 +158,18 @@ def test_syscall_programs_are_newer_than_5_10(sim_factory: Callable[..., SimBack
     assert Load(code, ProgType.SYSCALL, prog_flags=ProgFlag.SLEEPABLE).errno_of(old) == "EINVAL"
     new = sim_factory(version="5.15")
     assert Load(code, ProgType.SYSCALL, prog_flags=ProgFlag.SLEEPABLE).errno_of(new) == "OK"
+
+
+def test_private_stacks_are_newer_than_6_13(sim_factory: Callable[..., SimBackend]) -> None:
+    asm = "stdw [%r10-200], 0\ncall local f\nmov %r0, 0\nexit\n" + "".join(
+        f"{name}:\nstdw [%r10-200], 0\n{call}mov %r0, 0\nexit\n"
+        for name, call in (("f", "call local g\n"), ("g", ""))
+    )
+    code = encode(assemble_text(asm))
+    assert Load(code, ProgType.KPROBE).errno_of(sim_factory()) == "OK"
+    old = Load(code, ProgType.KPROBE, log_level=1, log_size=4096)
+    assert old.errno_of(sim_factory(version="6.1")) == "EACCES"
+    assert "combined stack size of 3 calls is 624. Too large\n" in old.text
 
 
 # -- fuzz: calls, jumps and loops ----------

@@ -1,5 +1,5 @@
 """The kernel's hash table buckets (kernel/bpf/hashtab.c): where a key goes, and the order in
-which GET_NEXT_KEY, the batch lookups and for_each meet the elements.
+which GET_NEXT_KEY and the batch lookups meet the elements.
 
 Theory of operation
 -------------------
@@ -11,25 +11,28 @@ HASH_OF_MAPS:
 2. bucket = hash & (n_buckets - 1), n_buckets = roundup_pow_of_two(max_entries).
 3. An inserted element is linked at the head of its bucket's list (hlist_nulls_add_head_rcu); a
    delete, an LRU eviction or a batch delete unlinks it.
-4. An update that swaps in a new element (HASH preallocated or not, LRU_HASH, HASH_OF_MAPS) links
-   the new one at the head and unlinks the old one, so the key moves to the front of its bucket;
-   an update in place (PERCPU_HASH, LRU_PERCPU_HASH, BPF_F_LOCK) leaves the order alone.
+4. An update that swaps in a new element (HASH preallocated or not, LRU_HASH, HASH_OF_MAPS
+   before 6.16) links the new one at the head and unlinks the old one, so the key moves to the
+   front of its bucket; an update in place (PERCPU_HASH, LRU_PERCPU_HASH, HASH_OF_MAPS since
+   6.16, BPF_F_LOCK) leaves the order alone. (hash.py decides which; this module moves.)
 5. Walks go bucket by bucket from bucket 0, each bucket from its head. GET_NEXT_KEY of a key in
    the map answers the next element of the key's bucket, else the head of the next non-empty
    bucket; of a key not in the map (or no key) the head of the first non-empty bucket.
 
-| operation            | `BucketLists`        | effect on the order                          |
-|----------------------|----------------------|----------------------------------------------|
-| insert               | `link(slot, bucket)` | the slot becomes its bucket's head           |
-| delete / evict       | `unlink(slot)`       | its neighbours close up                      |
-| update (swap)        | `to_front(slot)`     | unlink, then link at the head                |
-| walk                 | `after(slot)`, `next_bucket(i)`, `slots_in(bucket)`                 |
+| operation      | `BucketLists`                  | effect on the order                |
+|----------------|--------------------------------|------------------------------------|
+| insert         | `link(slot, bucket)`           | the slot becomes its bucket's head |
+| delete / evict | `unlink(slot)`                 | its neighbours close up            |
+| update (swap)  | `to_front(slot)`               | unlink, then link at the head      |
+| walk           | `first()`, `after(slot)`,      | none                               |
+|                | `next_bucket(i)`, `slots_in(b)`|                                    |
 
 Representation: the lists are intrusive, as the kernel's hlists: per element slot the next slot
 in its bucket (-1 at the end) and the slot's bucket, in u32/i32 arrays; per bucket the head slot
 and a one-byte "non-empty" flag, in chunks of 4096 buckets made on first use, with one flag per
 chunk. The next non-empty bucket is then at most two `bytearray.find` calls away, an element
-costs 8 bytes of order, and a map with 2^31 buckets costs nothing until it holds elements.
+costs 8 bytes of order, and a map of 2^27 buckets (the most) costs nothing until it holds
+elements.
 """
 
 from __future__ import annotations
@@ -69,9 +72,6 @@ class BucketLists:
         """chunk -> (bucket -> head slot, bucket -> 1 when non-empty), for the chunk's buckets."""
         self._chunk_used = bytearray(((n_buckets - 1) >> CHUNK_SHIFT) + 1)
         """chunk -> 1 when one of its buckets is non-empty."""
-
-    def bucket_of(self, slot: int) -> int:
-        return self._bucket[slot]
 
     def link(self, slot: int, bucket: int) -> None:
         """Make `slot` (in no list) the head of `bucket`."""

@@ -11,8 +11,9 @@ A struct image (a bpf attr, a perf_event_attr, an info struct) is encoded as a J
 * every pointer field (from the struct's ``pointers`` table in `bpfsys.abi`) as ``"*<path>"``
   instead of its address: ``{"len": n, "in": <blob>}`` for memory the kernel reads,
   ``{"len": n}`` for memory it only writes (``"init"`` holds the bytes that were there when they
-  were not zero, volatile: a native program's uninitialized buffer differs from run to run), ``{"len": n, "fault": "0x..."}`` when the address could not be read (it is
-  passed on as it is), ``{"unfollowed": "0x..."}`` when its length cannot be known (a map the
+  were not zero, volatile: a native program's uninitialized buffer differs from run to run),
+  ``{"len": n, "fault": "0x..."}`` when the address could not be read (it is passed on as it
+  is), ``{"unfollowed": "0x..."}`` when its length cannot be known (a map the
   recording never learned). A struct pointee (OBJ_GET_INFO_BY_FD's ``info``) is itself an
   encoded struct. A top-level pointer is followed whenever it is not NULL; a pointer inside a
   union (link info names) only when its length is not zero, as the kernel does.
@@ -617,7 +618,7 @@ def build_pointer(
     length = spec.get("len")
     if not isinstance(length, int) or length < 0:
         raise CodecError(f"*{path} needs a length, got {spec!r}")
-    content = spec.get("in", spec.get("init"))
+    content: Any = spec.get("in", spec.get("init"))
     if is_volatile(content):
         content = content["volatile"]
     if content is None:

@@ -139,7 +139,9 @@ def verify(request: LoadRequest) -> Verdict:
             stats = checker.stats
         if log.level & LOG_LEVEL1 and not log.level & LOG_LEVEL2:
             log.reset(0)
-        subprogs.check_max_stack_depth(insns, subs, stats.stack_depth, request.prog_type)
+        subprogs.check_max_stack_depth(
+            insns, subs, stats.stack_depth, request.prog_type, request.version
+        )
     except VerifierError as exc:
         error = exc
         log.write(exc.message + "\n" + exc.trailer)

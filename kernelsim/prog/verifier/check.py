@@ -87,6 +87,7 @@ from kernelsim.prog.verifier.subprogs import MAX_CALL_FRAMES, Subprog, subprog_a
 from kernelsim.prog.verifier.tnum import U32
 
 COMPLEXITY_LIMIT: Final = 1_000_000
+NEWEST: Final = KernelVersion(6, 18)
 
 
 @functools.cache
@@ -135,7 +136,7 @@ class Program:
     array_lookup_nonnull: bool = True
     helper_limit: int = 212
     """__BPF_FUNC_MAX_ID of the kernel version: `helper_id_limit`."""
-    version: KernelVersion = KernelVersion(6, 18)
+    version: KernelVersion = NEWEST
     """The kernel version (which helpers the base set has)."""
 
 
@@ -468,10 +469,8 @@ class Checker:
             raise self.fail(errno.EINVAL, f"invalid shift {insn.imm}")
         self.check_reg(insn.dst, False)
         dst = self.reg(insn.dst)
-        if use_x:
-            src = self.reg(insn.src)
-        else:
-            src = Reg.known(insn.imm if alu64 else insn.imm & U32)
+        imm = insn.imm if alu64 else insn.imm & U32
+        src = self.reg(insn.src) if use_x else Reg.known(imm)
         if src.is_pointer and dst.is_pointer:
             if op == scalar.SUB and self.caps.allow_ptr_leaks:
                 dst.mark_unknown()
@@ -878,6 +877,9 @@ class Checker:
             and aligned
             and (value.is_pointer or (value.is_scalar and self.caps.bpf_capable))
         ):
+            fits = value.umax.bit_length() <= 8 * size
+            if value.is_scalar and fits and not value.id and not value.var_off.is_const():
+                value.id = self.new_id()  # the fill will be linked to the spilled register
             spill = value.copy()
         elif value is None and aligned and imm is not None and self.caps.bpf_capable:
             spill = Reg.known(imm if size == 8 else imm & ((1 << (size * 8)) - 1))

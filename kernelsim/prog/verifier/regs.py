@@ -115,7 +115,12 @@ class Reg:
         self.umin, self.umax, self.smin, self.smax = other.umin, other.umax, other.smin, other.smax
         self.u32min, self.u32max = other.u32min, other.u32max
         self.s32min, self.s32max = other.s32min, other.s32max
-        self.id, self.ref_obj_id, self.map, self.range = other.id, other.ref_obj_id, other.map, other.range
+        self.id, self.ref_obj_id, self.map, self.range = (
+            other.id,
+            other.ref_obj_id,
+            other.map,
+            other.range,
+        )
         self.maybe_null, self.mem_size = other.maybe_null, other.mem_size
         self.subreg_def, self.frameno = other.subreg_def, other.frameno
         self.precise = other.precise

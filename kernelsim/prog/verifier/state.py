@@ -48,7 +48,7 @@ class StoredState:
     counts the paths from it still being explored, `hit`/`miss` how often it pruned or failed
     to (states that keep missing are dropped, as the kernel drops them)."""
 
-    __slots__ = ("branches", "dropped", "hit", "history", "miss", "parent", "state")
+    __slots__ = ("branches", "dropped", "history", "hit", "miss", "parent", "state")
 
     def __init__(self, state: State, parent: StoredState | None, history: list[int]) -> None:
         self.state = state
@@ -166,7 +166,9 @@ class Frame:
             return False
         if self.spills.keys() != cur.spills.keys():
             return False
-        return all(_reg_identical(self.spills[k], cur.spills[k], idmap) for k in sorted(self.spills))
+        return all(
+            _reg_identical(self.spills[k], cur.spills[k], idmap) for k in sorted(self.spills)
+        )
 
 
 class State:

@@ -232,13 +232,17 @@ def _successors(i: int, insn: Insn) -> list[tuple[int, bool]]:
     function load also leads into its callee."""
     cls, op = insn.code & 0x07, insn.code & 0xF0
     if insn.code == LD_IMM64:
-        return [(i + 2, False), (callee(i, insn), True)] if is_pseudo_func(insn) else [(i + 2, False)]
+        return (
+            [(i + 2, False), (callee(i, insn), True)] if is_pseudo_func(insn) else [(i + 2, False)]
+        )
     if cls not in (BPF_JMP, BPF_JMP32):
         return [(i + 1, False)]
     if op == BPF_EXIT:
         return []
     if op == BPF_CALL:
-        return [(i + 1, False), (callee(i, insn), True)] if is_pseudo_call(insn) else [(i + 1, False)]
+        return (
+            [(i + 1, False), (callee(i, insn), True)] if is_pseudo_call(insn) else [(i + 1, False)]
+        )
     if op == BPF_JA:
         return [(jump_target(i, insn), False)]
     return [(i + 1, False), (jump_target(i, insn), True)]

@@ -18,7 +18,9 @@ program is subprogram 0. The kernel's passes, in bpf_check's order:
    over the frames of a call chain ("combined stack size of %d calls is %d. Too large"). Each
    frame's depth is rounded up to 16 bytes, as with the JIT (the measured machine runs with
    bpf_jit_enable=1). Tracing program types run subprograms of 64 bytes of stack or more on a
-   private stack (x86-64 JIT, 6.13+): those do not count towards the sum.
+   private stack (x86-64 JIT, since 6.13): those do not count towards the sum.
+
+Messages are 6.18's whatever the profile.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from bpfsys.abi import (
     ProgType,
 )
 from bpfsys.asm import Insn
+from bpfsys.kversion import KernelVersion, since
 from kernelsim.prog.verifier.errors import VerifierError
 from kernelsim.prog.verifier.state import MAX_BPF_STACK
 from kernelsim.prog.verifier.structure import (
@@ -63,6 +66,7 @@ PRIVATE_STACK_TYPES: Final = frozenset(
     {ProgType.KPROBE, ProgType.TRACEPOINT, ProgType.PERF_EVENT, ProgType.RAW_TRACEPOINT}
 )
 """Types whose subprograms may get a private stack (bpf_enable_priv_stack, adaptive mode)."""
+PRIVATE_STACK_SINCE: Final = since("6.13")
 
 
 @attrs.frozen
@@ -116,9 +120,7 @@ def check_subprogs(insns: Sequence[Insn], starts: Sequence[int]) -> list[Subprog
                 continue
             target = jump_target(i, insn)
             if not start <= target < end:
-                raise VerifierError(
-                    errno.EINVAL, f"jump out of range from insn {i} to {target}"
-                )
+                raise VerifierError(errno.EINVAL, f"jump out of range from insn {i} to {target}")
         if insns[end - 1].code not in (EXIT, BPF_JMP | BPF_JA, BPF_JMP32 | BPF_JA):
             raise VerifierError(errno.EINVAL, "last insn is not an exit or jmp")
         subprogs.append(Subprog(start, end, ld_abs, tail_call))
@@ -144,10 +146,15 @@ def check_max_stack_depth(
     subprogs: Sequence[Subprog],
     depths: Sequence[int],
     prog_type: ProgType,
+    version: KernelVersion,
 ) -> None:
     """check_max_stack_depth for the main program's call graph (see the module docstring);
     `depths` is the stack depth the checker saw per subprogram."""
-    private = prog_type in PRIVATE_STACK_TYPES and not any(s.has_tail_call for s in subprogs)
+    private = (
+        version >= PRIVATE_STACK_SINCE
+        and prog_type in PRIVATE_STACK_TYPES
+        and not any(s.has_tail_call for s in subprogs)
+    )
     rounded = [-(-depth // STACK_ROUND) * STACK_ROUND for depth in depths]
     own_stack = [not (private and size >= PRIV_STACK_MIN_SIZE) for size in rounded]
     # depth-first over call sites: (subprogram, next instruction to scan) per frame
