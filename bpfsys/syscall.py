@@ -94,7 +94,7 @@ def syscall(call: Syscall, backend: Backend | None = None) -> int:
     try:
         if type(call) is Ebpf:  # the common case first, without the match's pattern tests
             attr = call.attr
-            return b.bpf(call.cmd.value, attr, ctypes.sizeof(attr))
+            return b.bpf(int(call.cmd), attr, ctypes.sizeof(attr))
         match call:
             case Ebpf(cmd, attr):
                 return b.bpf(int(cmd), attr, ctypes.sizeof(attr))
