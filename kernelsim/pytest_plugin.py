@@ -142,7 +142,7 @@ _STRATEGY_EXPORTS: Final = frozenset(
 _backends_key = pytest.StashKey[tuple[str, ...]]()
 _record_key = pytest.StashKey[Path | None]()
 _replay_key = pytest.StashKey[Path | None]()
-_call_failed_key = pytest.StashKey[bool]()
+_call_passed_key = pytest.StashKey[bool]()
 _UNSAFE_PATH_CHARS: Final = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -260,10 +260,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Note whether the test itself failed (a replay's teardown then adds nothing)."""
+    """Note whether the test itself passed (a replay's teardown checks only then)."""
     report = yield
     if report.when == "call":
-        item.stash[_call_failed_key] = report.failed
+        item.stash[_call_passed_key] = report.passed
     return report
 
 
@@ -422,8 +422,8 @@ def _finish_replay(node: pytest.Item, replay: ReplayBackend) -> None:
     """After a passing test: every recorded call made, no divergence swallowed."""
     from kernelsim.scenario import ScenarioDivergence
 
-    if node.stash.get(_call_failed_key, True):
-        replay.release()  # the test failed already: what it left undone says nothing more
+    if not node.stash.get(_call_passed_key, False):
+        replay.release()  # failed or skipped: what it left undone says nothing more
         return
     try:
         replay.finish()
@@ -474,17 +474,20 @@ def _innermost(backend: Backend) -> Backend:
     return backend
 
 
+def _kernel_of(backend: Backend) -> Kernel | None:
+    """The simulated kernel that answers `backend`, if one does."""
+    kernel: Kernel | None = getattr(_innermost(backend), "kernel", None)
+    return kernel
+
+
 def backend_kind(backend: Backend) -> BackendKind:
     """What answers `backend`'s calls, through any wrapper: a simulated kernel (``sim``), a
     recording (``replay``), or the live kernel (``live``: anything else)."""
     from kernelsim.scenario import ReplayBackend
 
-    inner = _innermost(backend)
-    if isinstance(inner, ReplayBackend):
+    if isinstance(_innermost(backend), ReplayBackend):
         return "replay"
-    if getattr(inner, "kernel", None) is not None:
-        return "sim"
-    return "live"
+    return "live" if _kernel_of(backend) is None else "sim"
 
 
 def trigger(
@@ -495,25 +498,26 @@ def trigger(
     one (``kernel.fire_tracepoint(...)``), nothing on a replay, whose recording already holds
     what the event did (the map contents and ring records read after it)."""
     kind = backend_kind(backend)
+    kernel = _kernel_of(backend)
     if kind == "live":
         live()
-    elif kind == "sim":
-        sim(getattr(_innermost(backend), "kernel"))  # noqa: B009 (a SimBackend's kernel)
+    elif kind == "sim" and kernel is not None:
+        sim(kernel)
 
 
 def process_pid(backend: Backend) -> int:
     """The pid the backend's kernel sees this process as: this process's on the live kernel,
     the simulated task's on a simulator, the recorded process's on a replay (ValueError for a
     recording that does not say)."""
-    inner = _innermost(backend)
-    if backend_kind(inner) == "replay":
-        pid = getattr(inner, "recorded_pid", None)
-        if pid is None:
-            raise ValueError(f"{getattr(inner, 'path', inner)}: the recording has no pid")
-        return int(pid)
+    from kernelsim.scenario import ReplayBackend
     from kernelsim.scenario.recorder import caller_pid
 
-    return caller_pid(inner)
+    inner = _innermost(backend)
+    if not isinstance(inner, ReplayBackend):
+        return caller_pid(inner)  # what a recording of this backend writes as its pid
+    if inner.recorded_pid is None:
+        raise ValueError(f"{inner.path}: the recording has no pid (record it again)")
+    return inner.recorded_pid
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,25 +10,26 @@ pointer with length 0 is an empty read, as in the kernel.
 
 `ProcessMemory(pid)` reaches the memory of process `pid` (this process by default):
 
-- this process: through a private non-blocking pipe. Reading `n` bytes at `addr` is
-  writev(pipe, {addr, n}) (the kernel copies from the caller's memory into the pipe) and a read
-  of the pipe; writing is a write of the bytes into the pipe and readv(pipe, {addr, n}) (the
-  kernel copies them out to the caller's memory, refusing read-only pages). Two cheap system
-  calls, one through ctypes with ready-made arguments: about a third less than one
-  process_vm_readv, whose page pinning dominates. A failed or short copy drains the pipe and is
-  EFAULT. The pipe is made at import (so the process's fd count does not change later) and
-  again in a forked child, which must not share its parent's.
-- other processes, and copies larger than the pipe (64 KiB): process_vm_readv/_writev.
+- this process: through a private 64 KiB staging file (a memfd, also mapped into this process).
+  Reading `n` bytes at `addr` is pwritev(stage, {addr, n}, 0): the kernel copies from the
+  caller's memory into the file, and the bytes are then taken from the mapping; writing puts the
+  bytes into the mapping and preadv(stage, {addr, n}, 0) has the kernel copy them out to the
+  caller's memory, refusing read-only pages. One system call through ctypes with ready-made
+  arguments: about a third less than a process_vm_readv, whose page pinning dominates. A short
+  copy is EFAULT. The stage is made at import (so the process's fd count does not change later)
+  and again in a forked child, which must not share its parent's.
+- other processes, and copies larger than the stage: process_vm_readv/_writev.
 
 `read_many(ranges)` copies several ranges in one system call (a key and a value); the module's
 `read_many(memory, ranges)` does it for any `UserMemory`. One lock per process keeps threads
-from sharing the pipe or the iovecs at the same time.
+from sharing the stage or the iovecs at the same time.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import threading
 from collections.abc import Sequence
@@ -38,8 +39,8 @@ from kernelsim.errors import fail
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _ADDR_END = 1 << 64
-PIPE_COPY_MAX: Final = 64 << 10
-"""The largest copy made through the pipe (its default capacity)."""
+STAGE_SIZE: Final = 64 << 10
+"""The largest copy made through the staging file."""
 MAX_RANGES: Final = 4
 """The most ranges one `read_many` call copies in one system call."""
 
@@ -61,41 +62,35 @@ class _Iovec(ctypes.Structure):
 _libc = ctypes.CDLL(None)  # the count transferred is all we need, not errno
 # No argtypes: the arguments go in as ready ctypes objects (converting Python ints on each call
 # is a large part of a ctypes call's cost).
-_readv = _libc.readv
-_writev = _libc.writev
+_preadv = _libc.preadv
+_pwritev = _libc.pwritev
 _process_vm_readv = _libc.process_vm_readv
 _process_vm_writev = _libc.process_vm_writev
-for _fn in (_readv, _writev, _process_vm_readv, _process_vm_writev):
+for _fn in (_preadv, _pwritev, _process_vm_readv, _process_vm_writev):
     _fn.restype = ctypes.c_ssize_t
 _COUNTS: Final = tuple(ctypes.c_int(n) for n in range(MAX_RANGES + 1))
+_OFFSET_0: Final = ctypes.c_long(0)
 
 
 class _OwnProcess:
-    """This process's pid, its copy pipe, and the lock every copy holds."""
+    """This process's pid, its staging file and mapping, and the lock every copy holds."""
 
     pid = -1
-    r = w = -1
-    w_arg = r_arg = _COUNTS[0]
+    fd = -1
+    fd_arg = _COUNTS[0]
+    stage = mmap.mmap(-1, 1)
     lock = threading.Lock()
 
     @classmethod
     def start(cls) -> None:
-        for fd in (cls.r, cls.w):  # a forked child closes its parent's pipe
-            if fd >= 0:
-                os.close(fd)
+        if cls.fd >= 0:  # a forked child lets go of its parent's stage
+            os.close(cls.fd)
         cls.pid = os.getpid()
-        cls.r, cls.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        cls.r_arg, cls.w_arg = ctypes.c_int(cls.r), ctypes.c_int(cls.w)
+        cls.fd = os.memfd_create("kernelsim-usermem", os.MFD_CLOEXEC)
+        os.ftruncate(cls.fd, STAGE_SIZE)
+        cls.fd_arg = ctypes.c_int(cls.fd)
+        cls.stage = mmap.mmap(cls.fd, STAGE_SIZE)
         cls.lock = threading.Lock()
-
-    @classmethod
-    def drain(cls) -> None:
-        """Empty the pipe after a failed copy."""
-        try:
-            while os.read(cls.r, PIPE_COPY_MAX):
-                pass
-        except BlockingIOError:
-            pass
 
 
 _OwnProcess.start()
@@ -120,16 +115,15 @@ class ProcessMemory:
 
     def read(self, addr: int, size: int) -> bytes:
         """copy_from_user: `size` bytes at `addr`; EFAULT unless all of them are readable."""
-        if 0 < size <= PIPE_COPY_MAX and 0 <= addr <= _ADDR_END - size:
+        if 0 < size <= STAGE_SIZE and 0 <= addr <= _ADDR_END - size:
             own = _OwnProcess
-            if self.pid == own.pid:  # this process: through the pipe
+            if self.pid == own.pid:  # this process: through the stage
                 with own.lock:
                     iov = self._iov0
                     iov.iov_base = addr
                     iov.iov_len = size
-                    if _writev(own.w_arg, self._iov_ptr, _COUNTS[1]) == size:
-                        return os.read(own.r, size)
-                    own.drain()
+                    if _pwritev(own.fd_arg, self._iov_ptr, _COUNTS[1], _OFFSET_0) == size:
+                        return own.stage[:size]
                 fail(errno.EFAULT, f"cannot read {size} bytes at {addr:#x}")
         elif size <= 0 or _bad_range(addr, size):
             if size == 0:
@@ -167,12 +161,11 @@ class ProcessMemory:
                     total += size
                     count += 1
             data = None
-            if total <= PIPE_COPY_MAX:
-                if _writev(own.w_arg, self._iov_ptr, _COUNTS[count]) != total:
-                    own.drain()
+            if total <= STAGE_SIZE:
+                if _pwritev(own.fd_arg, self._iov_ptr, _COUNTS[count], _OFFSET_0) != total:
                     fail(errno.EFAULT, f"cannot read {ranges}")
-                data = os.read(own.r, total)
-        if data is None:  # too large for the pipe
+                data = own.stage[:total]
+        if data is None:  # too large for the stage
             return [self.read(addr, size) for addr, size in ranges]
         out: list[bytes] = []
         pos = 0
@@ -184,19 +177,16 @@ class ProcessMemory:
     def write(self, addr: int, data: bytes) -> None:
         """copy_to_user: all of `data` at `addr`; EFAULT unless all of it is writable."""
         size = len(data)
-        if 0 < size <= PIPE_COPY_MAX and 0 <= addr <= _ADDR_END - size:
+        if 0 < size <= STAGE_SIZE and 0 <= addr <= _ADDR_END - size:
             own = _OwnProcess
-            if self.pid == own.pid:  # this process: through the pipe
+            if self.pid == own.pid:  # this process: through the stage
                 with own.lock:
+                    own.stage[:size] = data
                     iov = self._iov0
                     iov.iov_base = addr
                     iov.iov_len = size
-                    if (
-                        os.write(own.w, data) == size  # always: the pipe is empty
-                        and _readv(own.r_arg, self._iov_ptr, _COUNTS[1]) == size
-                    ):
+                    if _preadv(own.fd_arg, self._iov_ptr, _COUNTS[1], _OFFSET_0) == size:
                         return
-                    own.drain()
                 fail(errno.EFAULT, f"cannot write {size} bytes at {addr:#x}")
         elif size <= 0 or _bad_range(addr, size):
             if size == 0:

@@ -8,6 +8,7 @@ the plugin gives the ``live`` run of the inner test (``test_inner.py_test_x_live
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -299,6 +300,13 @@ def test_process_pid_is_the_pid_the_kernel_sees(tmp_path: Path) -> None:
         bpf.map_create(MapType.ARRAY, 4, 4, 1, backend=recorder).close()
     replay = ReplayBackend(path)
     assert process_pid(replay) == 4321
+    replay.release()
+    header, *rest = path.read_text().splitlines()
+    older = {k: v for k, v in json.loads(header).items() if k != "pid"}  # before pids were
+    path.write_text("\n".join([json.dumps(older), *rest]) + "\n")
+    replay = ReplayBackend(path)
+    with pytest.raises(ValueError, match="the recording has no pid"):
+        process_pid(replay)
     replay.release()
 
 

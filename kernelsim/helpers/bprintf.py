@@ -208,3 +208,11 @@ def _ip_text(raw: bytes, *, leading_zeros: bool) -> str:
 def bprintf(fmt: bytes, args: Sequence[int], strings: StringReader, ip_bytes: IpReader) -> bytes:
     """The text `fmt` (without its NUL) formats to with `args`; BprintfError when refused."""
     return _Formatter(fmt, args, strings, ip_bytes).run()
+
+
+def check_format(fmt: bytes, num_args: int) -> None:
+    """The load-time check of a constant format (bpf_bprintf_prepare without arguments: no
+    argument buffer, so only the format's own rules and the argument count); BprintfError."""
+    _Formatter(
+        fmt, [0] * num_args, lambda kind, address, limit: b"", lambda address, size: None
+    ).run()

@@ -144,7 +144,7 @@ def verify(request: LoadRequest) -> Verdict:
         )
     except VerifierError as exc:
         error = exc
-        log.write(exc.message + "\n" + exc.trailer)
+        log.write((exc.message + "\n" if exc.message else "") + exc.trailer)
     if log.level & LOG_STATS:
         depths = "+".join(str(depth) for depth in stats.stack_depth)
         log.write(f"verification time 0 usec\nstack depth {depths}\n")

@@ -64,7 +64,7 @@ from bpfsys.abi import (
 from bpfsys.asm import Insn
 from bpfsys.kversion import KernelVersion
 from kernelsim.maps.base import BpfMap
-from kernelsim.prog.verifier import branches, scalar
+from kernelsim.prog.verifier import branches, const_str, scalar
 from kernelsim.prog.verifier.context import ctx_access
 from kernelsim.prog.verifier.disasm import ALU_OP_TEXT, helper_name, insn_text
 from kernelsim.prog.verifier.errors import VerifierError
@@ -1057,8 +1057,9 @@ class Checker:
             and op in (0x10, 0x50)
             and dst.maybe_null
         ):
-            self.mark_ptr_or_null(this, dst.id, is_null=op == 0x50)
-            self.mark_ptr_or_null(other, dst.id, is_null=op == 0x10)
+            ref_id = dst.id  # marking `this` first clears dst.id
+            self.mark_ptr_or_null(this, ref_id, is_null=op == 0x50)
+            self.mark_ptr_or_null(other, ref_id, is_null=op == 0x10)
         elif not self.match_pkt_pointers(op, insn, dst, src, this, other) and self.is_pointer_value(
             dst
         ):
@@ -1234,6 +1235,8 @@ class Checker:
             )
         call = _Call(self, proto, func)
         call.check_args()
+        if func == BpfFunc.SNPRINTF:
+            const_str.check_snprintf_call(self, self.reg(3), self.reg(5))
         for regno in range(6):
             self.reg(regno).mark_not_init()
             self.scratched_regs.add(regno)
@@ -1270,6 +1273,8 @@ _NOT_NULL_TYPES: Final = frozenset(
      RegType.MEM,
      RegType.RINGBUF_MEM}
 )  # fmt: skip
+_NULL_OK: Final = frozenset({Arg.MEM_OR_NULL, Arg.UNINIT_MEM_OR_NULL})
+_WRITTEN_MEM: Final = frozenset({Arg.UNINIT_MEM, Arg.UNINIT_MEM_OR_NULL})
 _MEM_TYPES: Final = "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"
 _MEM_REG_TYPES: Final = (RegType.STACK, RegType.PACKET, RegType.PACKET_META, RegType.MAP_KEY,
                          RegType.MAP_VALUE, RegType.MEM, RegType.RINGBUF_MEM)  # fmt: skip
@@ -1336,7 +1341,7 @@ class _Call:
         elif arg in (Arg.SIZE, Arg.SIZE_OR_ZERO):
             if not reg.is_scalar:
                 raise self.type_error(regno, reg, "scalar")
-            self.check_size(regno, reg, arg is Arg.SIZE_OR_ZERO, args[regno - 2] is Arg.UNINIT_MEM)
+            self.check_size(regno, reg, arg is Arg.SIZE_OR_ZERO, args[regno - 2] in _WRITTEN_MEM)
         elif arg is Arg.ALLOC_SIZE_OR_ZERO:
             if not reg.is_scalar:
                 raise self.type_error(regno, reg, "scalar")
@@ -1348,6 +1353,10 @@ class _Call:
         elif arg is Arg.STACK_OR_NULL:
             if reg.type is not RegType.STACK and not (reg.is_const and reg.const == 0):
                 raise self.type_error(regno, reg, "fp")
+        elif arg is Arg.CONST_STR:
+            if reg.type is not RegType.MAP_VALUE or reg.maybe_null:
+                raise self.type_error(regno, reg, "map_value")
+            const_str.check_const_str(c, regno, reg)
         elif arg is Arg.RINGBUF_MEM:
             if reg.type is not RegType.RINGBUF_MEM or reg.maybe_null:
                 raise self.type_error(regno, reg, "ringbuf_mem")
@@ -1362,7 +1371,7 @@ class _Call:
 
     def check_mem_arg(self, regno: int, reg: Reg, arg: Arg) -> None:
         c = self.c
-        if arg is Arg.MEM_OR_NULL and reg.is_const and reg.const == 0:
+        if arg in _NULL_OK and reg.is_const and reg.const == 0:
             return
         if reg.type not in _MEM_REG_TYPES or reg.maybe_null:
             raise self.type_error(regno, reg, _MEM_TYPES)
@@ -1397,6 +1406,8 @@ class _Call:
         mem_regno = regno - 1
         mem = c.reg(mem_regno)
         if mem.is_const and mem.const == 0:
+            if size_reg.umax:
+                raise self.type_error(mem_regno, mem, "fp")
             return
         self.mem_access(mem_regno, mem, size_reg.umax, write=write, zero_ok=zero_ok)
 

@@ -41,6 +41,8 @@ class Arg(enum.Enum):
     RINGBUF_MEM = "ringbuf_mem"  # released by the call
     FUNC = "func"  # a callback function (BPF_PSEUDO_FUNC)
     STACK_OR_NULL = "stack_or_null"
+    UNINIT_MEM_OR_NULL = "uninit_mem_or_null"  # UNINIT_MEM, or NULL with a size of 0
+    CONST_STR = "const_str"  # a NUL-terminated string in a frozen read-only map (const_str.py)
 
 
 class Ret(enum.Enum):
@@ -133,6 +135,9 @@ PROTOS: Final[dict[int, Proto]] = {
     F.RINGBUF_DISCARD: Proto((Arg.RINGBUF_MEM, A), Ret.VOID),
     F.RINGBUF_QUERY: Proto((MAP, A)),
     F.LOOP: Proto((A, Arg.FUNC, Arg.STACK_OR_NULL, A)),
+    F.SNPRINTF: Proto(
+        (Arg.UNINIT_MEM_OR_NULL, SZ0, Arg.CONST_STR, Arg.MEM_OR_NULL, SZ0), gpl_only=True
+    ),
 }
 """The modelled helpers."""
 
@@ -161,7 +166,7 @@ version that moved them into the base set is not known here; modelled from 6.18)
 _BASE_BPF_CAP: Final = frozenset({F.JIFFIES64})
 _BASE_PERFMON: Final = frozenset(
     {F.TRACE_PRINTK, F.GET_CURRENT_TASK, F.PROBE_READ_USER, F.PROBE_READ_KERNEL,
-     F.PROBE_READ_USER_STR, F.PROBE_READ_KERNEL_STR}
+     F.PROBE_READ_USER_STR, F.PROBE_READ_KERNEL_STR, F.SNPRINTF}
 )  # fmt: skip
 _SK_BASE: Final = frozenset({F.KTIME_GET_COARSE_NS})
 _SK_FILTER: Final = frozenset(
