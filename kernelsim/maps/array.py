@@ -62,7 +62,7 @@ from kernelsim.maps.base import (
     roundup_pow_of_two,
 )
 from kernelsim.maps.host_files import HostCgroup, cgroup_dir
-from kernelsim.maps.map_in_map import InnerMapTemplate
+from kernelsim.maps.map_in_map import MapOfMaps
 from kernelsim.objects import KernelObject, ObjectRegistry
 from kernelsim.perf.event import PerfEvent
 from kernelsim.prog.program import BpfProgram
@@ -515,61 +515,11 @@ class CgroupArrayMap(FdArrayMap):
         fail(ENOTSUPP, "cgroup arrays have no syscall lookup")
 
 
-class ArrayOfMaps(FdArrayMap):
+class ArrayOfMaps(MapOfMaps, FdArrayMap):
     """ARRAY_OF_MAPS: maps fitting the inner map template (map fd in, map id out)."""
 
     map_types = (MapType.ARRAY_OF_MAPS,)
     batch_commands = GENERIC_BATCH
-
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-        template: InnerMapTemplate | None = None,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        assert template is not None
-        self.template = template
-
-    @classmethod
-    def check_alloc(cls, params: MapParams, kernel: Kernel) -> None:
-        InnerMapTemplate.from_fd(kernel, params.inner_map_fd)
-        super().check_alloc(params, kernel)
-
-    @classmethod
-    def create(cls, kernel: Kernel, params: MapParams) -> BpfMap:
-        return cls(
-            kernel,
-            kernel.objects,
-            params.map_type,
-            params.key_size,
-            params.value_size,
-            params.max_entries,
-            params.map_flags,
-            params.name,
-            numa_node=params.numa_node,
-            template=InnerMapTemplate.from_fd(kernel, params.inner_map_fd),
-        )
 
     def admit(self, fd: int) -> KernelObject:
         return self.template.admit(self.kernel, fd)

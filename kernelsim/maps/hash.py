@@ -62,7 +62,7 @@ from kernelsim.maps.base import (
     roundup_pow_of_two,
 )
 from kernelsim.maps.buckets import HtabSlotTable, htab_map_hash
-from kernelsim.maps.map_in_map import InnerMapTemplate
+from kernelsim.maps.map_in_map import MapOfMaps
 from kernelsim.maps.slots import ValueSlab
 from kernelsim.objects import ObjectRegistry
 
@@ -366,7 +366,7 @@ class LruHashMap(HashMap):
         return view
 
 
-class HashOfMaps(HashTableMap):
+class HashOfMaps(MapOfMaps, HashTableMap):
     """HASH_OF_MAPS: values are maps fitting the inner map template (fd in, map id out)."""
 
     map_types = (MapType.HASH_OF_MAPS,)
@@ -384,7 +384,6 @@ class HashOfMaps(HashTableMap):
         *,
         numa_node: int = NUMA_NO_NODE,
         map_extra: int = 0,
-        template: InnerMapTemplate | None = None,
     ) -> None:
         super().__init__(
             kernel,
@@ -398,8 +397,6 @@ class HashOfMaps(HashTableMap):
             numa_node=numa_node,
             map_extra=map_extra,
         )
-        assert template is not None
-        self.template = template
         self.replace_moves_to_front = not kernel.profile.has_behaviour("fd_htab_update_in_place")
         self.inner: list[BpfMap | None] = []
         """The stored map of each slot."""
@@ -409,26 +406,6 @@ class HashOfMaps(HashTableMap):
         if params.value_size != 4:
             fail(errno.EINVAL, "a map of maps stores 4-byte fds")
         super().check_attr(params, kernel)
-
-    @classmethod
-    def check_alloc(cls, params: MapParams, kernel: Kernel) -> None:
-        InnerMapTemplate.from_fd(kernel, params.inner_map_fd)
-        super().check_alloc(params, kernel)
-
-    @classmethod
-    def create(cls, kernel: Kernel, params: MapParams) -> BpfMap:
-        return cls(
-            kernel,
-            kernel.objects,
-            params.map_type,
-            params.key_size,
-            params.value_size,
-            params.max_entries,
-            params.map_flags,
-            params.name,
-            numa_node=params.numa_node,
-            template=InnerMapTemplate.from_fd(kernel, params.inner_map_fd),
-        )
 
     def inner_map(self, key: bytes) -> BpfMap | None:
         """The map stored under `key` (what a program's lookup returns)."""

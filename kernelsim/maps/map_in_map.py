@@ -20,7 +20,7 @@ import attrs
 
 from bpfsys.abi import MapFlag, MapType
 from kernelsim.errors import ENOTSUPP, fail
-from kernelsim.maps.base import BpfMap
+from kernelsim.maps.base import BpfMap, MapParams
 
 if TYPE_CHECKING:
     from kernelsim.kernel import Kernel
@@ -73,3 +73,22 @@ class InnerMapTemplate:
 def map_of_fd(kernel: Kernel, fd: int) -> BpfMap:
     """__bpf_map_get: EBADF for no such fd, EINVAL for an fd that is not a map."""
     return kernel.fds.get(fd, BpfMap)
+
+
+class MapOfMaps(BpfMap):
+    """What ARRAY_OF_MAPS and HASH_OF_MAPS share: the inner map template, checked before the
+    allocation and kept on the map. Listed first among a map class's bases."""
+
+    template: InnerMapTemplate
+
+    @classmethod
+    def check_alloc(cls, params: MapParams, kernel: Kernel) -> None:
+        InnerMapTemplate.from_fd(kernel, params.inner_map_fd)
+        super().check_alloc(params, kernel)
+
+    @classmethod
+    def create(cls, kernel: Kernel, params: MapParams) -> BpfMap:
+        bpf_map = super().create(kernel, params)
+        assert isinstance(bpf_map, MapOfMaps)
+        bpf_map.template = InnerMapTemplate.from_fd(kernel, params.inner_map_fd)
+        return bpf_map
