@@ -5,11 +5,32 @@ from __future__ import annotations
 import contextlib
 import warnings
 from types import TracebackType
+from typing import Self
 
 from bpfsys.backend import Backend, current_backend
 
 
-class OwnedFd:
+class Closeable:
+    """A context manager base: `with obj:` gives `obj` and calls `obj.close()` on the way out."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class OwnedFd(Closeable):
     """An open fd of a backend. Closing is idempotent; a leaked one warns (ResourceWarning).
 
     `close()` releases the fd through the backend that made it; `take()` gives the raw number up
@@ -52,17 +73,6 @@ class OwnedFd:
         fd, self._fd = self._fd, None
         if fd is not None:
             self._backend.close(fd)
-
-    def __enter__(self) -> OwnedFd:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is None:

@@ -82,7 +82,7 @@ from bpfsys.abi import (
 from bpfsys.backend import Backend, Mapping, WritableBuffer, current_backend
 from bpfsys.bpf import map_delete_elem, map_update_elem
 from bpfsys.cpus import online_cpus
-from bpfsys.fd import OwnedFd
+from bpfsys.fd import Closeable, OwnedFd
 from bpfsys.perf_event import Enable, perf_event_ioctl, perf_event_open_bpf
 from bpfsys.perf_records import (
     HEADER_SIZE,
@@ -577,7 +577,7 @@ def _page_count(page_count: int) -> int:
     return page_count
 
 
-class PerfBuffer:
+class PerfBuffer(Closeable):
     """The perf ring of a BPF output event on one CPU: fd, read-write mapping and reader.
 
     Make one with `PerfBuffer.open`. `close()` (or leaving the ``with`` block) releases the
@@ -665,17 +665,6 @@ class PerfBuffer:
         finally:
             self.fd.close()
 
-    def __enter__(self) -> PerfBuffer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self.fd.fileno()}"
         return f"<PerfBuffer cpu={self.cpu} {state} data_size={self.reader.data_size}>"
@@ -688,7 +677,7 @@ def _cpu_key(cpu: int) -> bytes:
     return _U32.pack(cpu)
 
 
-class PerfEventArray:
+class PerfEventArray(Closeable):
     """A `PerfBuffer` per CPU, each stored in a BPF_MAP_TYPE_PERF_EVENT_ARRAY at its CPU.
 
     Make one with `PerfEventArray.open`. `poll()` waits for data; `records()` drains what is
@@ -781,14 +770,3 @@ class PerfEventArray:
                     with contextlib.suppress(SyscallError, ValueError):
                         map_delete_elem(self.map_fd, _cpu_key(cpu), backend=buf.fd.backend)
                     closing.callback(buf.close)
-
-    def __enter__(self) -> PerfEventArray:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

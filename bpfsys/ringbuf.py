@@ -44,13 +44,12 @@ from __future__ import annotations
 import contextlib
 import mmap
 from collections.abc import Callable, Generator, Iterator
-from types import TracebackType
 from typing import Final
 
 from bpfsys.abi import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ
 from bpfsys.backend import Backend, Mapping, WritableBuffer, current_backend
 from bpfsys.bpf import map_info
-from bpfsys.fd import OwnedFd
+from bpfsys.fd import Closeable, OwnedFd
 from bpfsys.perf_buffer import check_max_records
 from bpfsys.syscall import mmap as sys_mmap
 from bpfsys.syscall import munmap as sys_munmap
@@ -219,7 +218,7 @@ class RingBufReader:
                 yield view.tobytes()
 
 
-class RingBuf:
+class RingBuf(Closeable):
     """The mappings of a BPF ring buffer map and their reader (the map fd stays the caller's).
 
     Make one with `RingBuf.open`; `close()` (or leaving the ``with`` block) releases the
@@ -304,17 +303,6 @@ class RingBuf:
             self.reader.release()
             mappings, self._mappings = self._mappings, []
             _unmap_all(mappings, self._backend)
-
-    def __enter__(self) -> RingBuf:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _unmap_all(mappings: list[Mapping], backend: Backend) -> None:
