@@ -63,7 +63,7 @@ from kernelsim.maps.base import (
 )
 from kernelsim.maps.host_files import HostCgroup, cgroup_dir
 from kernelsim.maps.map_in_map import MapOfMaps
-from kernelsim.objects import KernelObject, ObjectRegistry
+from kernelsim.objects import KernelObject
 from kernelsim.perf.event import PerfEvent
 from kernelsim.prog.program import BpfProgram
 
@@ -141,37 +141,13 @@ class ArrayMap(ArrayBase):
     map_types = (MapType.ARRAY,)
     batch_commands = GENERIC_BATCH
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        size = max_entries * self.slot_size
+    def init_storage(self) -> None:
+        super().init_storage()
+        size = self.max_entries * self.slot_size
         self.memfd = -1
         self.data: bytearray | _mmap.mmap
-        if map_flags & MapFlag.MMAPABLE:
-            self.mapped_size = round_up(size, kernel.config.page_size)
+        if self.map_flags & MapFlag.MMAPABLE:
+            self.mapped_size = round_up(size, self.kernel.config.page_size)
             self.memfd = os.memfd_create("bpf-map-array", os.MFD_CLOEXEC)
             os.ftruncate(self.memfd, self.mapped_size)
             self.data = _mmap.mmap(self.memfd, self.mapped_size)
@@ -250,33 +226,9 @@ class PercpuArrayMap(ArrayBase):
     map_types = (MapType.PERCPU_ARRAY,)
     batch_commands = GENERIC_BATCH
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        self.data = bytearray(max_entries * self.syscall_value_size)
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.data = bytearray(self.max_entries * self.syscall_value_size)
 
     def lookup(self, key: bytes) -> bytes:
         index = key_index(key)
@@ -322,34 +274,10 @@ class FdArrayMap(ArrayBase):
 
     object_kind: ClassVar[str] = "object"
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        self.entries: list[KernelObject | None] = [None] * max_entries
-        self.stored_via: list[int] = [-1] * max_entries
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.entries: list[KernelObject | None] = [None] * self.max_entries
+        self.stored_via: list[int] = [-1] * self.max_entries
         """The map fd each entry was stored through (perf event arrays forget entries when
         that fd closes)."""
 
@@ -416,32 +344,8 @@ class ProgArrayMap(FdArrayMap):
 
     map_types = (MapType.PROG_ARRAY,)
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
+    def init_storage(self) -> None:
+        super().init_storage()
         self.owner: tuple[int, int] | None = None
         """(program type, jited) of the programs this array may hold, fixed by the first."""
 

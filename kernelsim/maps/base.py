@@ -163,6 +163,11 @@ class BpfMap(KernelObject):
         self._syscall_value_size = (
             self.slot_size * cpus if self.percpu else 4 if self.holds_fds else value_size
         )
+        self.init_storage()
+
+    def init_storage(self) -> None:
+        """Set up the type's element storage from the attributes above (override, calling
+        super() first); runs once, at the end of construction."""
 
     # -- creation -------------------------------------------------------------------------------
     @classmethod

@@ -30,7 +30,6 @@ from kernelsim.errors import fail
 from kernelsim.maps.base import (
     ACCESS_MASK,
     KMALLOC_MAX_SIZE,
-    NUMA_NO_NODE,
     BpfMap,
     MapParams,
     check_size,
@@ -40,7 +39,6 @@ from kernelsim.maps.base import (
     roundup_pow_of_two,
 )
 from kernelsim.maps.jhash import jhash, jhash2
-from kernelsim.objects import ObjectRegistry
 
 if TYPE_CHECKING:
     from kernelsim.kernel import Kernel
@@ -67,36 +65,12 @@ class BloomFilterMap(BpfMap):
 
     map_types = (MapType.BLOOM_FILTER,)
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        self.hashes = map_extra & 0xF or DEFAULT_HASHES
-        nbytes, self.mask = bitset_geometry(max_entries, self.hashes)
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.hashes = self.map_extra & 0xF or DEFAULT_HASHES
+        nbytes, self.mask = bitset_geometry(self.max_entries, self.hashes)
         self.bits = bytearray(nbytes)
-        self.seed = 0 if map_flags & MapFlag.ZERO_SEED else kernel.random.getrandbits(32)
+        self.seed = 0 if self.map_flags & MapFlag.ZERO_SEED else self.kernel.random.getrandbits(32)
 
     @classmethod
     def check_attr(cls, params: MapParams, kernel: Kernel) -> None:

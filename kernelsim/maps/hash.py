@@ -64,7 +64,6 @@ from kernelsim.maps.base import (
 from kernelsim.maps.buckets import HtabSlotTable, htab_map_hash
 from kernelsim.maps.map_in_map import MapOfMaps
 from kernelsim.maps.slots import ValueSlab
-from kernelsim.objects import ObjectRegistry
 
 if TYPE_CHECKING:
     from kernelsim.kernel import Kernel
@@ -113,38 +112,16 @@ class HashTableMap(BpfMap):
     batch_commands = HASH_BATCH
     lru: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.n_buckets = roundup_pow_of_two(self.max_entries)
+        self.hashrnd = (
+            0 if self.map_flags & MapFlag.ZERO_SEED else self.kernel.random.getrandbits(32)
         )
-        self.n_buckets = roundup_pow_of_two(max_entries)
-        self.hashrnd = 0 if map_flags & MapFlag.ZERO_SEED else kernel.random.getrandbits(32)
         self.table = HtabSlotTable(
-            htab_map_hash(key_size, self.hashrnd), self.n_buckets, ordered=self.lru
+            htab_map_hash(self.key_size, self.hashrnd), self.n_buckets, ordered=self.lru
         )
-        self.prealloc = not map_flags & MapFlag.NO_PREALLOC
+        self.prealloc = not self.map_flags & MapFlag.NO_PREALLOC
         self.replace_moves_to_front = not self.percpu
         """Whether replacing a key's value moves it to the front of its bucket (the kernel swaps
         in a new element) rather than leaving it in place (per-CPU maps)."""
@@ -241,33 +218,9 @@ class HashMap(HashTableMap):
 
     map_types = (MapType.HASH, MapType.PERCPU_HASH)
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        self.values = ValueSlab(self.syscall_value_size, max_entries)
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.values = ValueSlab(self.syscall_value_size, self.max_entries)
 
     def lookup(self, key: bytes) -> bytes:
         slot = self.table.index.get(key)
@@ -371,33 +324,11 @@ class HashOfMaps(MapOfMaps, HashTableMap):
 
     map_types = (MapType.HASH_OF_MAPS,)
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.replace_moves_to_front = not self.kernel.profile.has_behaviour(
+            "fd_htab_update_in_place"
         )
-        self.replace_moves_to_front = not kernel.profile.has_behaviour("fd_htab_update_in_place")
         self.inner: list[BpfMap | None] = []
         """The stored map of each slot."""
 

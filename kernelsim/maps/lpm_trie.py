@@ -33,13 +33,11 @@ from kernelsim.errors import fail
 from kernelsim.maps.base import (
     ACCESS_MASK,
     KMALLOC_MAX_SIZE,
-    NUMA_NO_NODE,
     BpfMap,
     MapParams,
     disallowed_flags,
     flags_access_ok,
 )
-from kernelsim.objects import ObjectRegistry
 
 if TYPE_CHECKING:
     from kernelsim.kernel import Kernel
@@ -82,33 +80,9 @@ class LpmTrieMap(BpfMap):
     map_types = (MapType.LPM_TRIE,)
     batch_commands = BATCH
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        self.data_size = key_size - 4
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.data_size = self.key_size - 4
         self.max_prefixlen = self.data_size * 8
         self.root: Node | None = None
         self.entries = 0

@@ -30,14 +30,12 @@ from kernelsim.errors import fail
 from kernelsim.maps.base import (
     ACCESS_MASK,
     KMALLOC_MAX_SIZE,
-    NUMA_NO_NODE,
     BpfMap,
     MapParams,
     check_size,
     disallowed_flags,
     flags_access_ok,
 )
-from kernelsim.objects import ObjectRegistry
 
 if TYPE_CHECKING:
     from kernelsim.kernel import Kernel
@@ -52,35 +50,11 @@ class QueueStackMap(BpfMap):
 
     map_types = (MapType.QUEUE, MapType.STACK)
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
+    def init_storage(self) -> None:
+        super().init_storage()
         self.values: deque[bytes] = deque()
         """Oldest first."""
-        self.lifo = map_type == MapType.STACK
+        self.lifo = self.map_type == MapType.STACK
 
     @classmethod
     def check_attr(cls, params: MapParams, kernel: Kernel) -> None:

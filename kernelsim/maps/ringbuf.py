@@ -43,9 +43,8 @@ from typing import TYPE_CHECKING, Final
 
 from bpfsys.abi import MapFlag, MapType
 from kernelsim.errors import ENOTSUPP, fail
-from kernelsim.maps.base import NUMA_NO_NODE, BpfMap, MapParams, check_size, round_up
+from kernelsim.maps.base import BpfMap, MapParams, check_size, round_up
 from kernelsim.maps.ringbuf_producer import RingbufProducer
-from kernelsim.objects import ObjectRegistry
 
 if TYPE_CHECKING:
     from bpfsys.backend import Mapping
@@ -65,36 +64,12 @@ class RingbufMap(BpfMap):
 
     map_types = (MapType.RINGBUF,)
 
-    def __init__(
-        self,
-        kernel: Kernel,
-        registry: ObjectRegistry,
-        map_type: MapType,
-        key_size: int,
-        value_size: int,
-        max_entries: int,
-        map_flags: int,
-        name: bytes,
-        *,
-        numa_node: int = NUMA_NO_NODE,
-        map_extra: int = 0,
-    ) -> None:
-        super().__init__(
-            kernel,
-            registry,
-            map_type,
-            key_size,
-            value_size,
-            max_entries,
-            map_flags,
-            name,
-            numa_node=numa_node,
-            map_extra=map_extra,
-        )
-        self.data_size = max_entries
-        page = kernel.config.page_size
+    def init_storage(self) -> None:
+        super().init_storage()
+        self.data_size = self.max_entries
+        page = self.kernel.config.page_size
         self.memfd = os.memfd_create("bpf-ringbuf", os.MFD_CLOEXEC)
-        self.area_size = META_PAGES * page + 2 * max_entries
+        self.area_size = META_PAGES * page + 2 * self.max_entries
         """Bytes a mapping may reach from offset 0 (consumer, producer, data twice)."""
         try:
             os.ftruncate(self.memfd, self.area_size)
@@ -107,7 +82,7 @@ class RingbufMap(BpfMap):
             area[:page],
             area[page : 2 * page],
             area[2 * page :],
-            max_entries,
+            self.max_entries,
             page_size=page,
             data_pgoff=RINGBUF_PGOFF + META_PAGES,
         )
